@@ -1,0 +1,1 @@
+"""tilecc.compiler: ONNX import, pipelines, build, run and the command line."""

@@ -1,0 +1,111 @@
+"""The Python API: the same verbs and arguments as the `tilecc` command line.
+
+    import tilecc.compiler.api as tilecc
+    tilecc.compile_model("det.onnx", target="arm-cpu", input_shapes={"x": [1, 3, 640, 640]},
+                         output="det.so")
+    outputs = tilecc.run_model("det.so", inputs)
+"""
+
+from __future__ import annotations
+
+import os
+import statistics
+import tempfile
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from tilecc.targets import get_target
+
+from .build import check_writable, compile_imported, export
+from .frontend_onnx import ImportedModel, import_onnx
+from .runtime import CompiledModel
+
+
+def set_threads(threads: int | None) -> None:
+    """TVM's thread pool reads TVM_NUM_THREADS when it first starts, so set it before any run."""
+    if threads:
+        os.environ["TVM_NUM_THREADS"] = str(threads)
+
+
+def compile_model(
+    model: str | Path,
+    target: str = "x86",
+    output: str | Path | None = None,
+    input_shapes: dict[str, list[int]] | None = None,
+    threads: int | None = None,
+) -> Path | object:
+    """Compile an ONNX file; write `output` if given (returns its path), else return the
+    in-memory executable."""
+    spec = get_target(target)
+    if output is not None:
+        check_writable(output)
+    imported = import_onnx(model, input_shapes)
+    executable = compile_imported(imported, spec, threads)
+    return export(executable, spec, output) if output is not None else executable
+
+
+def import_model(model: str | Path, input_shapes=None) -> ImportedModel:
+    return import_onnx(model, input_shapes)
+
+
+def load(path: str | Path) -> CompiledModel:
+    return CompiledModel(path)
+
+
+def run_model(
+    model: str | Path,
+    inputs: dict[str, np.ndarray],
+    target: str | None = None,
+    input_shapes: dict[str, list[int]] | None = None,
+) -> dict[str, np.ndarray]:
+    """Run a compiled `.so`, or compile an `.onnx` for `target` (default x86) first."""
+    path = Path(model)
+    if path.suffix == ".onnx":
+        with tempfile.TemporaryDirectory(prefix="tilecc-run-") as tmp:
+            so = compile_model(path, target or "x86", Path(tmp) / "model.so", input_shapes)
+            return CompiledModel(so).run(inputs)
+    return CompiledModel(path).run(inputs)
+
+
+@dataclass
+class Timing:
+    median_ms: float
+    min_ms: float
+    max_ms: float
+
+    @staticmethod
+    def of(samples_s: list[float]) -> Timing:
+        ms = [s * 1e3 for s in samples_s]
+        return Timing(statistics.median(ms), min(ms), max(ms))
+
+
+def time_host_model(compiled: CompiledModel, inputs, repeat: int, warmup: int = 2) -> Timing:
+    import tvm
+
+    func = compiled.host_callable()
+    args = [tvm.runtime.tensor(a) for a in compiled.check_inputs(inputs)]
+    for _ in range(warmup):
+        func(*args)
+    samples = []
+    for _ in range(repeat):
+        start = time.perf_counter()
+        func(*args)
+        samples.append(time.perf_counter() - start)
+    return Timing.of(samples)
+
+
+def time_ort(model: str | Path | bytes, inputs, threads: int, repeat: int, warmup: int = 2):
+    from .reference import ort_session
+
+    session = ort_session(model, threads)
+    for _ in range(warmup):
+        session.run(None, inputs)
+    samples = []
+    for _ in range(repeat):
+        start = time.perf_counter()
+        session.run(None, inputs)
+        samples.append(time.perf_counter() - start)
+    return Timing.of(samples)

@@ -1,0 +1,104 @@
+"""Compile an imported model for a target and export a deployable `.so`, atomically.
+
+The `.so` carries the weights, the Relax VM bytecode and its kernels, and a `tilecc_metadata`
+VM function that returns JSON: the ONNX input/output names, shapes and dtypes and the target, so
+that `tilecc run` and the C++ runner need nothing but the file.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from pathlib import Path
+
+import tvm
+from tvm import relax
+
+from tilecc.targets import TargetSpec
+
+from .errors import OutputError, ToolError
+from .frontend_onnx import ImportedModel
+from .pipeline import relax_pipeline
+
+METADATA_FUNC = "tilecc_metadata"
+METADATA_FORMAT = "tilecc-model-1"
+
+
+def metadata(imported: ImportedModel, target: TargetSpec) -> dict:
+    return {
+        "format": METADATA_FORMAT,
+        "model": Path(imported.source).name,
+        "target": target.name,
+        "inputs": [i.to_json() for i in imported.inputs],
+        "outputs": [o.to_json() for o in imported.outputs],
+        "tvm": tvm.__version__,
+    }
+
+
+def bind_params(imported: ImportedModel) -> tvm.IRModule:
+    """Weights back into "main" as constants, by position after the graph inputs."""
+    main = imported.mod["main"]
+    num_input = int(main.attrs["num_input"])
+    weights = {
+        var: tvm.runtime.tensor(value)
+        for var, value in zip(main.params[num_input:], imported.params.values(), strict=True)
+    }
+    return relax.transform.BindParams("main", weights)(imported.mod)
+
+
+def with_metadata(mod: tvm.IRModule, meta: dict) -> tvm.IRModule:
+    """Add the `tilecc_metadata` function returning `meta` as a JSON string."""
+    builder = relax.BlockBuilder()
+    with builder.function(METADATA_FUNC, []):
+        builder.emit_func_output(relax.expr.String(json.dumps(meta, sort_keys=True)))
+    mod = mod.clone() if hasattr(mod, "clone") else tvm.IRModule(dict(mod.functions_items()))
+    mod[METADATA_FUNC] = builder.get()[METADATA_FUNC]
+    return mod
+
+
+def compile_imported(imported: ImportedModel, target: TargetSpec, threads: int | None = None):
+    """Relax -> VM executable for `target` (weights embedded)."""
+    tvm_target = target.tvm(threads)
+    mod = with_metadata(bind_params(imported), metadata(imported, target))
+    return tvm.compile(mod, target=tvm_target, relax_pipeline=relax_pipeline(tvm_target))
+
+
+def check_writable(out_path: str | Path) -> Path:
+    """Fail before compiling if `out_path` cannot be created."""
+    out = Path(out_path)
+    parent = out.parent if str(out.parent) else Path(".")
+    if out.is_dir():
+        raise OutputError(f"{out}: is a directory")
+    if not parent.is_dir():
+        raise OutputError(f"{out}: directory {parent} does not exist")
+    if not os.access(parent, os.W_OK | os.X_OK):
+        raise OutputError(f"{out}: directory {parent} is not writable")
+    return out
+
+
+def export(executable, target: TargetSpec, out_path: str | Path) -> Path:
+    """Link `executable` into `out_path` (cross-linked for foreign targets); nothing partial is
+    ever left under `out_path` or beside it."""
+    out = check_writable(out_path)
+    fd, tmp_name = tempfile.mkstemp(dir=out.parent or ".", prefix=f".{out.name}.", suffix=".so")
+    os.close(fd)
+    try:
+        kwargs = {}
+        if target.cross_compiler:
+            kwargs["fcompile"] = tvm.support.cc.cross_compiler(target.cross_compiler)
+        try:
+            executable.export_library(tmp_name, **kwargs)
+        except FileNotFoundError as exc:
+            raise ToolError(
+                f"{out}: linker '{target.cross_compiler or 'g++'}' not found ({exc}); "
+                "run .ci/setup to install it"
+            ) from exc
+        except RuntimeError as exc:
+            raise ToolError(f"{out}: linking for {target.name} failed:\n{exc}") from exc
+        os.chmod(tmp_name, 0o755)
+        os.replace(tmp_name, out)
+    finally:
+        if os.path.exists(tmp_name):
+            os.unlink(tmp_name)
+    return out

@@ -1,0 +1,35 @@
+"""The Relax -> TIR -> VM lowering pipeline a target compiles with.
+
+Today every target runs TVM's generic CPU stages (library dispatch, legalize, dataflow lowering,
+finalize); the graph-pass layer and per-target templates plug in here as named stages.
+"""
+
+from __future__ import annotations
+
+import tvm
+from tvm import relax
+from tvm.relax.backend.cpu_generic import pipeline as cpu_generic
+
+
+def lowering_passes(target: tvm.target.Target) -> list[tvm.transform.Pass]:
+    """Relax graph -> fused TIR + VM-ready Relax, as TVM's CPU backend stages it."""
+    return (
+        cpu_generic.library_dispatch_passes(target)
+        + cpu_generic.legalize_passes(target)
+        + cpu_generic.dataflow_lower_passes(target)
+        + cpu_generic.finalize_passes(target)
+    )
+
+
+def relax_pipeline(target: tvm.target.Target) -> tvm.transform.Pass:
+    """One module pass that runs `lowering_passes` under `target` (what `tvm.compile` takes)."""
+
+    @tvm.transform.module_pass(opt_level=0, name="tilecc-lowering")
+    def _pipeline(mod: tvm.IRModule, _ctx) -> tvm.IRModule:
+        with target:
+            return tvm.transform.Sequential(lowering_passes(target))(mod)
+
+    return _pipeline
+
+
+__all__ = ["lowering_passes", "relax_pipeline", "relax"]

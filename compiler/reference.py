@@ -1,0 +1,54 @@
+"""ONNX Runtime as the reference: run a model and compare tilecc's outputs with it."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+
+def ort_session(model: str | Path | bytes, threads: int | None = None):
+    import onnxruntime as ort
+
+    options = ort.SessionOptions()
+    if threads:
+        options.intra_op_num_threads = threads
+        options.inter_op_num_threads = 1
+    options.log_severity_level = 3
+    source = model if isinstance(model, bytes) else str(model)
+    return ort.InferenceSession(source, options, providers=["CPUExecutionProvider"])
+
+
+def ort_run(model, inputs: dict[str, np.ndarray], threads: int | None = None):
+    session = ort_session(model, threads)
+    names = [o.name for o in session.get_outputs()]
+    return dict(zip(names, session.run(names, inputs), strict=True))
+
+
+@dataclass(frozen=True)
+class Difference:
+    name: str
+    max_abs: float
+    max_rel: float
+    shape_ok: bool
+
+    def within(self, atol: float) -> bool:
+        return self.shape_ok and self.max_abs <= atol
+
+
+def compare(actual: dict[str, np.ndarray], expected: dict[str, np.ndarray]) -> list[Difference]:
+    """Max abs and max relative error per output (relative to max(|expected|, 1e-6))."""
+    diffs = []
+    for name, want in expected.items():
+        got = actual[name]
+        if got.shape != want.shape:
+            diffs.append(Difference(name, float("inf"), float("inf"), False))
+            continue
+        if want.size == 0:
+            diffs.append(Difference(name, 0.0, 0.0, True))
+            continue
+        err = np.abs(got.astype(np.float64) - want.astype(np.float64))
+        rel = err / np.maximum(np.abs(want.astype(np.float64)), 1e-6)
+        diffs.append(Difference(name, float(err.max()), float(rel.max()), True))
+    return diffs

@@ -1,0 +1,41 @@
+"""TargetSpec: everything tilecc knows about one target, declared in that target's folder."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import tvm
+
+
+@dataclass(frozen=True)
+class TargetSpec:
+    """One compilation target.
+
+    name: kebab-case name used on the command line (`--target arm-cpu`).
+    summary: one line for `tilecc targets`.
+    tvm_target: the TVM target as a dict, or a function returning one (x86 asks the host's CPU).
+    cross_compiler: the C compiler that links the exported `.so`; None means the host's `g++`.
+    runner: `runner(so_path, inputs, output_names) -> outputs` executes a `.so` built for this
+        target; None means "load it in this process" (host targets).
+    read_metadata: `read_metadata(so_path) -> str`, the JSON a foreign `.so` embeds.
+    machine: the ELF machine name of the `.so` this target produces (`x86_64`, `aarch64`), so that
+        `tilecc run model.so` finds the target from the file alone.
+    options: target options with defaults; each surfaces as `--target-<name>-<option>`.
+    """
+
+    name: str
+    summary: str
+    tvm_target: dict[str, Any] | Callable[[], dict[str, Any]]
+    machine: str
+    cross_compiler: str | None = None
+    runner: Callable | None = None
+    read_metadata: Callable | None = None
+    options: dict[str, Any] = field(default_factory=dict)
+
+    def tvm(self, num_cores: int | None = None) -> tvm.target.Target:
+        """The `tvm.target.Target` (a dict with `num-cores`; TVM refuses CLI strings)."""
+        spec = dict(self.tvm_target() if callable(self.tvm_target) else self.tvm_target)
+        spec.setdefault("num-cores", int(num_cores or self.options.get("threads", 2)))
+        return tvm.target.Target(spec)
