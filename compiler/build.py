@@ -7,8 +7,10 @@ that `tilecc run` and the C++ runner need nothing but the file.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
+import sys
 import tempfile
 from pathlib import Path
 
@@ -29,6 +31,9 @@ def metadata(imported: ImportedModel, target: TargetSpec) -> dict:
     return {
         "format": METADATA_FORMAT,
         "model": Path(imported.source).name,
+        # Where the ONNX file was, and its digest: `tilecc run --compare-ort` finds it again.
+        "source": str(Path(imported.source).resolve()),
+        "source_sha256": imported.source_sha256,
         "target": target.name,
         "inputs": [i.to_json() for i in imported.inputs],
         "outputs": [o.to_json() for o in imported.outputs],
@@ -88,7 +93,8 @@ def export(executable, target: TargetSpec, out_path: str | Path) -> Path:
         if target.cross_compiler:
             kwargs["fcompile"] = tvm.support.cc.cross_compiler(target.cross_compiler)
         try:
-            executable.export_library(tmp_name, **kwargs)
+            with _drop_stderr_lines("Scope Saving:"):
+                executable.export_library(tmp_name, **kwargs)
         except FileNotFoundError as exc:
             raise ToolError(
                 f"{out}: linker '{target.cross_compiler or 'g++'}' not found ({exc}); "
@@ -102,3 +108,22 @@ def export(executable, target: TargetSpec, out_path: str | Path) -> Path:
         if os.path.exists(tmp_name):
             os.unlink(tmp_name)
     return out
+
+
+@contextlib.contextmanager
+def _drop_stderr_lines(prefix_marker: str):
+    """TVM 0.27's executable serializer logs a debug line per memory scope ("Scope Saving:")
+    to the process's stderr; keep everything else it prints."""
+    sys.stderr.flush()
+    saved = os.dup(2)
+    with tempfile.TemporaryFile(mode="w+b") as capture:
+        os.dup2(capture.fileno(), 2)
+        try:
+            yield
+        finally:
+            os.dup2(saved, 2)
+            os.close(saved)
+            capture.seek(0)
+            for line in capture.read().decode(errors="replace").splitlines():
+                if prefix_marker not in line:
+                    print(line, file=sys.stderr)

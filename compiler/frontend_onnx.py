@@ -17,6 +17,7 @@ import numpy as np
 import onnx
 from onnx import external_data_helper
 
+from .assets import sha256
 from .errors import ModelError, ShapeError, UnsupportedOpsError
 from .onnx_fold import fold_constants
 
@@ -45,6 +46,7 @@ class ImportedModel:
     outputs: list[TensorInfo]
     source: str
     folded_nodes: int = 0
+    source_sha256: str = ""
     onnx_model: onnx.ModelProto | None = field(default=None, repr=False)
 
 
@@ -227,7 +229,8 @@ def import_onnx(
         raise UnsupportedOpsError(source, missing)
     mod, params = _to_relax(model, inputs, source)
     outputs = _output_infos(mod, model)
-    return ImportedModel(mod, params, inputs, outputs, source, folded, model)
+    digest = sha256(Path(path)) if Path(path).is_file() else ""
+    return ImportedModel(mod, params, inputs, outputs, source, folded, digest, model)
 
 
 def _to_relax(model, inputs, source):

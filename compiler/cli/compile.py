@@ -1,0 +1,26 @@
+"""`tilecc compile MODEL.onnx --target T -o OUT.so`: ONNX -> deployable shared library."""
+
+from __future__ import annotations
+
+import time
+
+from tilecc.compiler import api
+
+from .common import add_model_args, input_shapes, progress
+
+
+def add_parser(sub) -> None:
+    parser = sub.add_parser("compile", help="compile an ONNX model to a .so")
+    add_model_args(parser)
+    parser.add_argument("-o", "--output", required=True, metavar="OUT.so", help="output file")
+    parser.add_argument("--threads", type=int, default=None, help="threads the .so is built for")
+    parser.set_defaults(drive=drive_compile)
+
+
+def drive_compile(args) -> int:
+    start = time.perf_counter()
+    out = api.compile_model(
+        args.model, args.target, args.output, input_shapes(args), threads=args.threads
+    )
+    progress(f"wrote {out} ({args.target}, {time.perf_counter() - start:.1f} s)")
+    return 0
