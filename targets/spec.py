@@ -17,11 +17,12 @@ class TargetSpec:
     summary: one line for `tilecc targets`.
     tvm_target: the TVM target as a dict, or a function returning one (x86 asks the host's CPU).
     cross_compiler: the C compiler that links the exported `.so`; None means the host's `g++`.
-    runner: `runner(so_path, inputs, output_names) -> outputs` executes a `.so` built for this
+    runner: `runner(so_path, inputs, num_outputs=N) -> outputs` (lists, signature order) executes a `.so` built for this
         target; None means "load it in this process" (host targets).
     read_metadata: `read_metadata(so_path) -> str`, the JSON a foreign `.so` embeds.
     machine: the ELF machine name of the `.so` this target produces (`x86_64`, `aarch64`), so that
         `tilecc run model.so` finds the target from the file alone.
+    setup: `setup(progress)` fetches/builds what running this target's `.so` needs (idempotent).
     options: target options with defaults; each surfaces as `--target-<name>-<option>`.
     """
 
@@ -32,6 +33,7 @@ class TargetSpec:
     cross_compiler: str | None = None
     runner: Callable | None = None
     read_metadata: Callable | None = None
+    setup: Callable | None = None
     options: dict[str, Any] = field(default_factory=dict)
 
     def tvm(self, num_cores: int | None = None) -> tvm.target.Target:

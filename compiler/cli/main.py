@@ -8,9 +8,9 @@ import traceback
 
 from tilecc.compiler.errors import TilecError
 
-from . import bench, compile, run, targets
+from . import bench, compile, run, setup, targets
 
-SUBCOMMANDS = [compile, run, bench, targets]
+SUBCOMMANDS = [compile, run, bench, targets, setup]
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -1,0 +1,20 @@
+"""arm-cpu: a 64-bit Arm phone (aarch64 Linux/Android class) with NEON, through LLVM.
+
+The `.so` is cross-linked with the aarch64 gcc; here it runs under qemu-aarch64 through the C++
+runner in `runner/` (the same program a phone app would embed), for correctness only.
+"""
+
+from ..spec import TargetSpec
+from .runtime import CROSS_COMPILER, ensure_aarch64_runtime, qemu_aarch64, read_metadata_aarch64
+
+TARGET = TargetSpec(
+    name="arm-cpu",
+    summary="aarch64 phone CPU with NEON (LLVM, cross-linked; runs under qemu-aarch64 here)",
+    tvm_target={"kind": "llvm", "mtriple": "aarch64-linux-gnu", "mattr": ["+neon"]},
+    machine="aarch64",
+    cross_compiler=CROSS_COMPILER,
+    runner=qemu_aarch64,
+    read_metadata=read_metadata_aarch64,
+    setup=ensure_aarch64_runtime,
+    options={"threads": 2},
+)
