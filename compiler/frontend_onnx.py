@@ -233,10 +233,41 @@ def import_onnx(
     return ImportedModel(mod, params, inputs, outputs, source, folded, digest, model)
 
 
+# Integer initializers are shapes, axes, repeats and indices, not weights.
+_INDEX_DTYPES = (onnx.TensorProto.INT32, onnx.TensorProto.INT64)
+
+
+def integer_initializers_as_constants(model: onnx.ModelProto) -> onnx.ModelProto:
+    """Turn int32/int64 initializers into Constant nodes. TVM's importer, which keeps
+    initializers as parameters, reads a shape argument from a parameter only where its converter
+    looks it up; Expand does not, and takes the dynamic path instead: a symbolic output shape, and
+    a 1 in the target shape read as 1 instead of "keep this dim". Constants reach every converter.
+    """
+    moved = [i for i in model.graph.initializer if i.data_type in _INDEX_DTYPES]
+    if not moved:
+        return model
+    names = {i.name for i in moved}
+    new = onnx.ModelProto()
+    new.CopyFrom(model)
+    graph = new.graph
+    kept_inits = [i for i in graph.initializer if i.name not in names]
+    kept_inputs = [i for i in graph.input if i.name not in names]  # old exporters list both
+    nodes = [onnx.helper.make_node("Constant", [], [i.name], value=i) for i in moved]
+    nodes.extend(graph.node)
+    del graph.initializer[:]
+    graph.initializer.extend(kept_inits)
+    del graph.input[:]
+    graph.input.extend(kept_inputs)
+    del graph.node[:]
+    graph.node.extend(nodes)
+    return new
+
+
 def _to_relax(model, inputs, source):
     from tvm.relax.frontend import detach_params
     from tvm.relax.frontend.onnx import from_onnx
 
+    model = integer_initializers_as_constants(model)
     shape_dict = {i.name: list(i.shape) for i in inputs}
     dtype_dict = {i.name: i.dtype for i in inputs}
     try:

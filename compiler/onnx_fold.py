@@ -95,7 +95,8 @@ def _try_fold(node, consts, shapes, opsets) -> list[np.ndarray] | None:
     inputs = [name for name in node.input if name]
     if not all(name in consts for name in inputs):
         return None
-    if any(a.type in (onnx.AttributeProto.GRAPH, onnx.AttributeProto.GRAPHS) for a in node.attribute):
+    subgraph_kinds = (onnx.AttributeProto.GRAPH, onnx.AttributeProto.GRAPHS)
+    if any(a.type in subgraph_kinds for a in node.attribute):
         return None
     try:
         evaluator = ReferenceEvaluator(node, opsets={"": opsets.get("", opsets.get("ai.onnx", 13))})

@@ -104,7 +104,7 @@ class CompiledModel:
         import tvm
 
         out = self._host_vm()["main"](*[tvm.runtime.tensor(a) for a in ordered])
-        return _flatten(out)
+        return flatten_outputs(out)
 
     def host_callable(self):
         """`f(*tvm_tensors)` for timing loops on this host (no input checks, no copies)."""
@@ -113,12 +113,12 @@ class CompiledModel:
         return self._host_vm()["main"]
 
 
-def _flatten(value) -> list[np.ndarray]:
+def flatten_outputs(value) -> list[np.ndarray]:
     if hasattr(value, "numpy"):
         return [value.numpy()]
     flat = []
     for item in value:
-        flat.extend(_flatten(item))
+        flat.extend(flatten_outputs(item))
     return flat
 
 

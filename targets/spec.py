@@ -17,8 +17,8 @@ class TargetSpec:
     summary: one line for `tilecc targets`.
     tvm_target: the TVM target as a dict, or a function returning one (x86 asks the host's CPU).
     cross_compiler: the C compiler that links the exported `.so`; None means the host's `g++`.
-    runner: `runner(so_path, inputs, num_outputs=N) -> outputs` (lists, signature order) executes a `.so` built for this
-        target; None means "load it in this process" (host targets).
+    runner: `runner(so_path, inputs, num_outputs=N) -> outputs` (lists in signature order) runs
+        a `.so` built for this target; None means "load it in this process" (host targets).
     read_metadata: `read_metadata(so_path) -> str`, the JSON a foreign `.so` embeds.
     machine: the ELF machine name of the `.so` this target produces (`x86_64`, `aarch64`), so that
         `tilecc run model.so` finds the target from the file alone.

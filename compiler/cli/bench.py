@@ -45,8 +45,14 @@ def bench_model(model, target, shapes, threads, repeat, top_kernels=0) -> dict:
         progress(f"timing tilecc and ONNX Runtime, {repeat} runs each, {threads} threads")
         ours = api.time_host_model(compiled, inputs, repeat)
         theirs = api.time_ort(model, inputs, threads, repeat)
-    result = {"model": str(model), "target": target, "threads": threads, "tilecc": ours,
-              "ort": theirs, "kernels": []}
+    result = {
+        "model": str(model),
+        "target": target,
+        "threads": threads,
+        "tilecc": ours,
+        "ort": theirs,
+        "kernels": [],
+    }
     if top_kernels:
         from tilecc.compiler.kernel_profile import profile_kernels
         from tilecc.targets import get_target
@@ -61,7 +67,8 @@ def format_bench(result: dict) -> str:
     ours, theirs = result["tilecc"], result["ort"]
     lines = [
         f"{Path(result['model']).name} on {result['target']}, {result['threads']} threads",
-        f"  tilecc  median {ours.median_ms:9.2f} ms  min {ours.min_ms:9.2f}  max {ours.max_ms:9.2f}",
+        f"  tilecc  median {ours.median_ms:9.2f} ms  min {ours.min_ms:9.2f}  "
+        f"max {ours.max_ms:9.2f}",
         f"  ORT     median {theirs.median_ms:9.2f} ms  min {theirs.min_ms:9.2f}  "
         f"max {theirs.max_ms:9.2f}",
         f"  ratio tilecc/ORT {ours.median_ms / theirs.median_ms:.2f}x",

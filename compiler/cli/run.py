@@ -51,8 +51,10 @@ def drive_run(args) -> int:
         outputs = compiled.run(inputs)
     for info in compiled.outputs:
         value = outputs[info.name]
-        print(f"output {info.name}: {list(value.shape)} {value.dtype} "
-              f"min {value.min():.6g} max {value.max():.6g} mean {value.mean():.6g}")
+        print(
+            f"output {info.name}: {list(value.shape)} {value.dtype} "
+            f"min {value.min():.6g} max {value.max():.6g} mean {value.mean():.6g}"
+        )
     if args.save_outputs:
         save_npz(args.save_outputs, outputs)
     if args.compare_ort:
@@ -86,4 +88,3 @@ def _report(diffs, atol: float) -> int:
             f"output(s) {', '.join(worst)} differ from ONNX Runtime by more than atol={atol}"
         )
     return 0
-
