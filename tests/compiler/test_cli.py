@@ -1,0 +1,178 @@
+"""`tilecc` on good and bad input: one-line errors, non-zero exits, no traceback, no files left."""
+
+import os
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+from onnx_models import conv_relu, with_unsupported_ops
+
+
+@pytest.fixture(scope="module")
+def model_file(tmp_path_factory):
+    path = tmp_path_factory.mktemp("models") / "conv.onnx"
+    path.write_bytes(conv_relu().SerializeToString())
+    return path
+
+
+@pytest.fixture(scope="module")
+def compiled(model_file, tmp_path_factory):
+    from tilecc.compiler import api
+
+    return api.compile_model(model_file, "x86", tmp_path_factory.mktemp("so") / "conv.so")
+
+
+def assert_one_line_error(code, err, *fragments):
+    assert code != 0
+    lines = err.strip().splitlines()
+    assert len(lines) == 1, err
+    assert lines[0].startswith("error: ")
+    assert "Traceback" not in err
+    for fragment in fragments:
+        assert fragment in lines[0]
+
+
+def test_compile_run_compare_roundtrip(cli, model_file, tmp_path):
+    out = tmp_path / "conv.so"
+    code, _, err = cli("compile", model_file, "--target", "x86", "-o", out)
+    assert code == 0, err
+    assert out.exists() and [p.name for p in tmp_path.iterdir()] == ["conv.so"]
+    code, stdout, err = cli("run", out, "--compare-ort", "--save-outputs", tmp_path / "o.npz")
+    assert code == 0, err
+    assert "vs ORT y: max abs" in stdout and "ok" in stdout
+    assert np.load(tmp_path / "o.npz")["y"].shape == (1, 4, 8, 8)
+
+
+def test_run_with_given_inputs(cli, model_file, compiled, tmp_path):
+    from tilecc.compiler.reference import ort_run
+
+    x = np.random.default_rng(3).standard_normal((1, 3, 8, 8)).astype(np.float32)
+    np.savez(tmp_path / "in.npz", x=x)
+    code, _, err = cli("run", compiled, "--inputs", tmp_path / "in.npz",
+                       "--save-outputs", tmp_path / "out.npz")
+    assert code == 0, err
+    expected = ort_run(model_file, {"x": x})["y"]
+    np.testing.assert_allclose(np.load(tmp_path / "out.npz")["y"], expected, atol=1e-4)
+
+
+def test_missing_model_file(cli, tmp_path):
+    out = tmp_path / "o.so"
+    code, _, err = cli("compile", tmp_path / "nope.onnx", "-o", out)
+    assert_one_line_error(code, err, "nope.onnx", "no such file")
+    assert not out.exists()
+
+
+def test_not_an_onnx_file(cli, tmp_path):
+    bad = tmp_path / "bad.onnx"
+    bad.write_bytes(os.urandom(4096))
+    code, _, err = cli("compile", bad, "-o", tmp_path / "o.so")
+    assert_one_line_error(code, err, "bad.onnx")
+    assert list(tmp_path.iterdir()) == [bad]
+
+
+def test_truncated_model(cli, tmp_path):
+    data = conv_relu().SerializeToString()
+    cut = tmp_path / "cut.onnx"
+    cut.write_bytes(data[: len(data) - 200])
+    code, _, err = cli("compile", cut, "-o", tmp_path / "o.so")
+    assert_one_line_error(code, err, "cut.onnx")
+    assert list(tmp_path.iterdir()) == [cut]
+
+
+def test_unsupported_ops_listed_together(cli, tmp_path):
+    path = tmp_path / "odd.onnx"
+    path.write_bytes(with_unsupported_ops().SerializeToString())
+    code, _, err = cli("compile", path, "-o", tmp_path / "o.so")
+    assert_one_line_error(code, err, "3 unsupported op type(s)", "Det x2", "Celu x1",
+                          "com.example.FancyNorm x1")
+    assert not (tmp_path / "o.so").exists()
+
+
+def test_dynamic_dim_needs_input_shapes(cli, tmp_path):
+    path = tmp_path / "dyn.onnx"
+    path.write_bytes(conv_relu(dims=("N", 3, "H", "W")).SerializeToString())
+    code, _, err = cli("compile", path, "-o", tmp_path / "o.so")
+    assert_one_line_error(code, err, "input 'x' dim 0 ('N') is dynamic", "--input-shapes")
+    code, _, err = cli("compile", path, "-o", tmp_path / "o.so",
+                       "--input-shapes", "x:[1,3,16,16]")
+    assert code == 0, err
+
+
+def test_wrong_input_shape_at_run_time(cli, compiled, tmp_path):
+    np.savez(tmp_path / "in.npz", x=np.zeros((1, 3, 9, 8), np.float32))
+    code, _, err = cli("run", compiled, "--inputs", tmp_path / "in.npz")
+    assert_one_line_error(code, err, "input 'x' has shape [1, 3, 9, 8]", "[1, 3, 8, 8]")
+
+
+def test_wrong_input_dtype_at_run_time(cli, compiled, tmp_path):
+    np.savez(tmp_path / "in.npz", x=np.zeros((1, 3, 8, 8), np.float64))
+    code, _, err = cli("run", compiled, "--inputs", tmp_path / "in.npz")
+    assert_one_line_error(code, err, "input 'x' has dtype float64", "float32")
+
+
+def test_wrong_input_name_at_run_time(cli, compiled, tmp_path):
+    np.savez(tmp_path / "in.npz", image=np.zeros((1, 3, 8, 8), np.float32))
+    code, _, err = cli("run", compiled, "--inputs", tmp_path / "in.npz")
+    assert_one_line_error(code, err, "missing input(s) x")
+
+
+def test_unknown_target(cli, model_file, tmp_path):
+    code, _, err = cli("compile", model_file, "--target", "arm_cpu", "-o", tmp_path / "o.so")
+    assert_one_line_error(code, err, "unknown target 'arm_cpu'", "did you mean 'arm-cpu'")
+    assert not (tmp_path / "o.so").exists()
+
+
+def test_unwritable_output_path(cli, model_file, tmp_path):
+    code, _, err = cli("compile", model_file, "-o", tmp_path / "no" / "such" / "dir" / "o.so")
+    assert_one_line_error(code, err, "does not exist")
+    locked = tmp_path / "locked"
+    locked.mkdir()
+    locked.chmod(0o500)
+    try:
+        if os.access(locked, os.W_OK):  # root ignores mode bits: use a path under a file
+            target = model_file / "o.so"
+        else:
+            target = locked / "o.so"
+        code, _, err = cli("compile", model_file, "-o", target)
+        assert_one_line_error(code, err, "o.so")
+        assert list(locked.iterdir()) == []
+    finally:
+        locked.chmod(0o700)
+
+
+def test_external_data_outside_folder(cli, tmp_path):
+    import onnx
+
+    model = conv_relu()
+    weight = model.graph.initializer[0]
+    weight.ClearField("raw_data")
+    weight.ClearField("float_data")
+    weight.data_location = onnx.TensorProto.EXTERNAL
+    for key, value in (("location", "../../etc/passwd"), ("offset", "0"), ("length", "432")):
+        entry = weight.external_data.add()
+        entry.key, entry.value = key, value
+    path = tmp_path / "ext.onnx"
+    path.write_bytes(model.SerializeToString())
+    code, _, err = cli("compile", path, "-o", tmp_path / "o.so")
+    assert_one_line_error(code, err, "outside the model's folder")
+
+
+def test_verbose_shows_traceback(cli, tmp_path):
+    code, _, err = cli("-v", "compile", tmp_path / "nope.onnx", "-o", tmp_path / "o.so")
+    assert code != 0 and "Traceback" in err
+
+
+def test_console_script_exit_code(tmp_path):
+    """The installed `tilecc` entry point itself: exit 1, one line, no traceback."""
+    tilecc = os.path.join(os.path.dirname(sys.executable), "tilecc")
+    result = subprocess.run([tilecc, "compile", str(tmp_path / "x.onnx"), "-o",
+                             str(tmp_path / "x.so")], capture_output=True, text=True)
+    assert result.returncode == 1
+    assert result.stderr.strip() == f"error: {tmp_path / 'x.onnx'}: no such file"
+
+
+def test_targets_lists_both(cli):
+    code, out, _ = cli("targets")
+    assert code == 0
+    assert "x86" in out and "arm-cpu" in out
