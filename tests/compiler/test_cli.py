@@ -49,8 +49,9 @@ def test_run_with_given_inputs(cli, model_file, compiled, tmp_path):
 
     x = np.random.default_rng(3).standard_normal((1, 3, 8, 8)).astype(np.float32)
     np.savez(tmp_path / "in.npz", x=x)
-    code, _, err = cli("run", compiled, "--inputs", tmp_path / "in.npz",
-                       "--save-outputs", tmp_path / "out.npz")
+    code, _, err = cli(
+        "run", compiled, "--inputs", tmp_path / "in.npz", "--save-outputs", tmp_path / "out.npz"
+    )
     assert code == 0, err
     expected = ort_run(model_file, {"x": x})["y"]
     np.testing.assert_allclose(np.load(tmp_path / "out.npz")["y"], expected, atol=1e-4)
@@ -84,8 +85,9 @@ def test_unsupported_ops_listed_together(cli, tmp_path):
     path = tmp_path / "odd.onnx"
     path.write_bytes(with_unsupported_ops().SerializeToString())
     code, _, err = cli("compile", path, "-o", tmp_path / "o.so")
-    assert_one_line_error(code, err, "3 unsupported op type(s)", "Det x2", "Celu x1",
-                          "com.example.FancyNorm x1")
+    assert_one_line_error(
+        code, err, "3 unsupported op type(s)", "Det x2", "Celu x1", "com.example.FancyNorm x1"
+    )
     assert not (tmp_path / "o.so").exists()
 
 
@@ -94,8 +96,7 @@ def test_dynamic_dim_needs_input_shapes(cli, tmp_path):
     path.write_bytes(conv_relu(dims=("N", 3, "H", "W")).SerializeToString())
     code, _, err = cli("compile", path, "-o", tmp_path / "o.so")
     assert_one_line_error(code, err, "input 'x' dim 0 ('N') is dynamic", "--input-shapes")
-    code, _, err = cli("compile", path, "-o", tmp_path / "o.so",
-                       "--input-shapes", "x:[1,3,16,16]")
+    code, _, err = cli("compile", path, "-o", tmp_path / "o.so", "--input-shapes", "x:[1,3,16,16]")
     assert code == 0, err
 
 
@@ -166,8 +167,11 @@ def test_verbose_shows_traceback(cli, tmp_path):
 def test_console_script_exit_code(tmp_path):
     """The installed `tilecc` entry point itself: exit 1, one line, no traceback."""
     tilecc = os.path.join(os.path.dirname(sys.executable), "tilecc")
-    result = subprocess.run([tilecc, "compile", str(tmp_path / "x.onnx"), "-o",
-                             str(tmp_path / "x.so")], capture_output=True, text=True)
+    result = subprocess.run(
+        [tilecc, "compile", str(tmp_path / "x.onnx"), "-o", str(tmp_path / "x.so")],
+        capture_output=True,
+        text=True,
+    )
     assert result.returncode == 1
     assert result.stderr.strip() == f"error: {tmp_path / 'x.onnx'}: no such file"
 

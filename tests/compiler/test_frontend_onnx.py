@@ -25,9 +25,7 @@ def test_parse_input_shapes_rejects(bad):
 
 def test_static_model_imports_with_its_own_shapes():
     imported = import_onnx("m.onnx", model=conv_relu())
-    assert [(i.name, i.shape, i.dtype) for i in imported.inputs] == [
-        ("x", (1, 3, 8, 8), "float32")
-    ]
+    assert [(i.name, i.shape, i.dtype) for i in imported.inputs] == [("x", (1, 3, 8, 8), "float32")]
     assert [(o.name, o.shape) for o in imported.outputs] == [("y", (1, 4, 8, 8))]
     assert list(imported.params) == ["w"]  # weights stay parameters until build
 
@@ -71,13 +69,13 @@ def test_fold_leaves_data_dependent_nodes():
 
 
 def test_runtime_reshape_model_imports_and_matches_ort():
+    import tvm
+    from tvm import relax
+
     from tilecc.compiler.build import compile_imported
     from tilecc.compiler.reference import ort_run
     from tilecc.compiler.runtime import flatten_outputs
     from tilecc.targets import get_target
-
-    import tvm
-    from tvm import relax
 
     model = runtime_reshape()
     imported = import_onnx("m.onnx", {"x": [2, 4, 6, 10]}, model=model)
@@ -142,8 +140,9 @@ def test_external_data_inside_model_folder_loads(tmp_path):
     model = conv_relu(channels=64)
     expected = onnx.numpy_helper.to_array(model.graph.initializer[0])  # save_model edits model
     path = tmp_path / "m.onnx"
-    onnx.save_model(model, str(path), save_as_external_data=True, location="m.data",
-                    size_threshold=0)
+    onnx.save_model(
+        model, str(path), save_as_external_data=True, location="m.data", size_threshold=0
+    )
     assert (tmp_path / "m.data").exists()
     imported = import_onnx(path)
     np.testing.assert_array_equal(imported.params["w"], expected)
