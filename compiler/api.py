@@ -21,6 +21,7 @@ from tilecc.targets import get_target
 
 from .build import check_writable, compile_imported, export
 from .frontend_onnx import ImportedModel, import_onnx
+from .pass_pipeline import IROptions
 from .runtime import CompiledModel
 
 
@@ -36,6 +37,7 @@ def compile_model(
     output: str | Path | None = None,
     input_shapes: dict[str, list[int]] | None = None,
     threads: int | None = None,
+    ir: IROptions | None = None,
 ) -> Path | object:
     """Compile an ONNX file; write `output` if given (returns its path), else return the
     in-memory executable."""
@@ -43,7 +45,7 @@ def compile_model(
     if output is not None:
         check_writable(output)
     imported = import_onnx(model, input_shapes)
-    executable = compile_imported(imported, spec, threads)
+    executable = compile_imported(imported, spec, threads, ir)
     return export(executable, spec, output) if output is not None else executable
 
 

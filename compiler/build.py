@@ -21,6 +21,7 @@ from tilecc.targets import TargetSpec
 
 from .errors import OutputError, ToolError
 from .frontend_onnx import ImportedModel
+from .pass_pipeline import IROptions, run_pipeline
 from .pipeline import relax_pipeline
 
 METADATA_FUNC = "tilecc_metadata"
@@ -62,10 +63,23 @@ def with_metadata(mod: tvm.IRModule, meta: dict) -> tvm.IRModule:
     return mod
 
 
-def compile_imported(imported: ImportedModel, target: TargetSpec, threads: int | None = None):
-    """Relax -> VM executable for `target` (weights embedded)."""
+def optimize(
+    imported: ImportedModel, target: TargetSpec, ir: IROptions | None = None
+) -> tvm.IRModule:
+    """Weights bound as constants, then the graph pipeline (`ir.passes`, else the target's)."""
+    ir = ir or IROptions()
+    return run_pipeline(bind_params(imported), ir.passes or target.graph_pipeline, **ir.flags())
+
+
+def compile_imported(
+    imported: ImportedModel,
+    target: TargetSpec,
+    threads: int | None = None,
+    ir: IROptions | None = None,
+):
+    """Relax -> graph passes -> VM executable for `target` (weights embedded)."""
     tvm_target = target.tvm(threads)
-    mod = with_metadata(bind_params(imported), metadata(imported, target))
+    mod = with_metadata(optimize(imported, target, ir), metadata(imported, target))
     return tvm.compile(mod, target=tvm_target, relax_pipeline=relax_pipeline(tvm_target))
 
 

@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import re
 import sys
+from dataclasses import dataclass
 
 import tvm
 import tvm_ffi
@@ -34,6 +35,30 @@ from tilecc.passes.registry import all_passes, closest, get_pass_info, is_regist
 
 _NAME = re.compile(r"[a-z][a-z0-9-]*\Z")
 _PIPELINE_NAME = "tilecc-pipeline"
+
+
+@dataclass(frozen=True)
+class IROptions:
+    """The command line's IR flags: which pipeline, and what to print, verify and time."""
+
+    passes: str | None = None  # None: the target's default pipeline
+    print_ir_before: tuple[str, ...] = ()
+    print_ir_after: tuple[str, ...] = ()
+    print_ir_after_all: bool = False
+    print_ir_after_change: bool = False
+    verify_each: bool = True
+    pass_timing: bool = False
+
+    def flags(self) -> dict:
+        """Keyword arguments of `run_pipeline`."""
+        return {
+            "print_ir_before": self.print_ir_before,
+            "print_ir_after": self.print_ir_after,
+            "print_ir_after_all": self.print_ir_after_all,
+            "print_ir_after_change": self.print_ir_after_change,
+            "verify_each": self.verify_each,
+            "timing": self.pass_timing,
+        }
 
 
 class PipelineError(TilecError):

@@ -23,6 +23,7 @@ class TargetSpec:
     machine: the ELF machine name of the `.so` this target produces (`x86_64`, `aarch64`), so that
         `tilecc run model.so` finds the target from the file alone.
     setup: `setup(progress)` fetches/builds what running this target's `.so` needs (idempotent).
+    graph_pipeline: the graph passes compile runs before lowering, as pipeline text.
     options: target options with defaults; each surfaces as `--target-<name>-<option>`.
     """
 
@@ -34,6 +35,7 @@ class TargetSpec:
     runner: Callable | None = None
     read_metadata: Callable | None = None
     setup: Callable | None = None
+    graph_pipeline: str = "fold-constant,dce"
     options: dict[str, Any] = field(default_factory=dict)
 
     def tvm(self, num_cores: int | None = None) -> tvm.target.Target:

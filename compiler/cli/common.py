@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import argparse
 import os
 import sys
 import tempfile
@@ -11,6 +12,7 @@ import numpy as np
 
 from tilecc.compiler.errors import InputError, OutputError
 from tilecc.compiler.frontend_onnx import parse_input_shapes
+from tilecc.compiler.pass_pipeline import IROptions
 from tilecc.targets import all_targets
 
 
@@ -27,6 +29,73 @@ def add_model_args(parser, target_default: str | None = "x86") -> None:
         metavar='"NAME:[d0,d1,...]"',
         help="static shape of an input (repeatable); default: the model's own static dims",
     )
+
+
+def add_ir_args(parser) -> None:
+    """MLIR/IREE-style pipeline and IR-inspection flags (shared by compile and opt)."""
+    group = parser.add_argument_group("passes and IR")
+    group.add_argument(
+        "--passes",
+        metavar="PIPELINE",
+        help="graph pass pipeline, e.g. 'fold-constant,dce{entry-functions=main}' "
+        "(default: the target's; see `tilecc passes --pipeline TARGET`)",
+    )
+    group.add_argument(
+        "--print-ir-before",
+        metavar="PASS[,PASS]",
+        default="",
+        help="print the IR before these passes",
+    )
+    group.add_argument(
+        "--print-ir-after",
+        metavar="PASS[,PASS]",
+        default="",
+        help="print the IR after these passes",
+    )
+    group.add_argument(
+        "--print-ir-after-all", action="store_true", help="print the IR after every pass"
+    )
+    group.add_argument(
+        "--print-ir-after-change",
+        action="store_true",
+        help="print the IR after each pass that changed it",
+    )
+    group.add_argument(
+        "--verify-each",
+        action=argparse.BooleanOptionalAction,
+        default=True,
+        help="verify the IR after each pass (default on)",
+    )
+    group.add_argument("--pass-timing", action="store_true", help="print a pass timing table")
+
+
+def ir_options(args) -> IROptions:
+    def names(text):
+        return tuple(n.strip() for n in text.split(",") if n.strip())
+
+    return IROptions(
+        passes=args.passes,
+        print_ir_before=names(args.print_ir_before),
+        print_ir_after=names(args.print_ir_after),
+        print_ir_after_all=args.print_ir_after_all,
+        print_ir_after_change=args.print_ir_after_change,
+        verify_each=args.verify_each,
+        pass_timing=args.pass_timing,
+    )
+
+
+def write_text_atomic(path: str, text: str) -> None:
+    out = Path(path)
+    if not out.parent.is_dir() or not os.access(out.parent, os.W_OK):
+        raise OutputError(f"{out}: directory {out.parent} is missing or not writable")
+    fd, tmp = tempfile.mkstemp(dir=out.parent, prefix=f".{out.name}.")
+    try:
+        with os.fdopen(fd, "w") as f:
+            f.write(text)
+        os.replace(tmp, out)
+    finally:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
 
 
 def input_shapes(args) -> dict[str, list[int]]:

@@ -6,7 +6,7 @@ import time
 
 from tilecc.compiler import api
 
-from .common import add_model_args, input_shapes, progress
+from .common import add_ir_args, add_model_args, input_shapes, ir_options, progress
 
 
 def add_parser(sub) -> None:
@@ -14,13 +14,19 @@ def add_parser(sub) -> None:
     add_model_args(parser)
     parser.add_argument("-o", "--output", required=True, metavar="OUT.so", help="output file")
     parser.add_argument("--threads", type=int, default=None, help="threads the .so is built for")
+    add_ir_args(parser)
     parser.set_defaults(drive=drive_compile)
 
 
 def drive_compile(args) -> int:
     start = time.perf_counter()
     out = api.compile_model(
-        args.model, args.target, args.output, input_shapes(args), threads=args.threads
+        args.model,
+        args.target,
+        args.output,
+        input_shapes(args),
+        threads=args.threads,
+        ir=ir_options(args),
     )
     progress(f"wrote {out} ({args.target}, {time.perf_counter() - start:.1f} s)")
     return 0

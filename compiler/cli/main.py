@@ -8,9 +8,9 @@ import traceback
 
 from tilecc.compiler.errors import TilecError
 
-from . import bench, compile, run, setup, targets
+from . import bench, compile, opt, passes, run, setup, targets
 
-SUBCOMMANDS = [compile, run, bench, targets, setup]
+SUBCOMMANDS = [compile, run, bench, opt, passes, targets, setup]
 
 
 def build_parser() -> argparse.ArgumentParser:

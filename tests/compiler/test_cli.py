@@ -180,3 +180,46 @@ def test_targets_lists_both(cli):
     code, out, _ = cli("targets")
     assert code == 0
     assert "x86" in out and "arm-cpu" in out
+
+
+def test_compile_bad_pipeline_one_line(cli, model_file, tmp_path):
+    code, _, err = cli("compile", model_file, "-o", tmp_path / "o.so", "--passes", "fold-const")
+    assert_one_line_error(code, err, "unknown pass 'fold-const'", "did you mean 'fold-constant'")
+    code, _, err = cli("compile", model_file, "-o", tmp_path / "o.so", "--passes", "dce{entry=x}")
+    assert_one_line_error(code, err, "pass 'dce' has no option 'entry'")
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_compile_prints_ir_after_pass_and_timing(cli, model_file, tmp_path):
+    code, _, err = cli(
+        "compile",
+        model_file,
+        "-o",
+        tmp_path / "o.so",
+        "--passes",
+        "fold-constant,dce",
+        "--print-ir-after",
+        "dce",
+        "--pass-timing",
+    )
+    assert code == 0, err
+    assert "// -----// IR Dump After dce //----- //" in err
+    assert "IR Dump After fold-constant" not in err
+    assert "R.nn.conv2d" in err
+    assert err.index("fold-constant ") > err.index("pass ")  # the timing table, after its header
+
+
+def test_passes_lists_registry_and_pipeline(cli):
+    code, out, _ = cli("passes")
+    assert code == 0 and "fold-constant" in out and "entry-functions" in out
+    code, out, _ = cli("passes", "--pipeline", "arm-cpu")
+    assert code == 0 and out.strip() == "fold-constant,dce"
+
+
+def test_opt_without_passes_is_an_error(cli, tmp_path):
+    src = tmp_path / "m.py"
+    src.write_text("not a module")
+    code, _, err = cli("opt", src, "--passes", "dce")
+    assert_one_line_error(code, err, "m.py", "not a Relax TVMScript module")
+    code, _, err = cli("opt", src)
+    assert_one_line_error(code, err, "needs --passes")
