@@ -8,6 +8,14 @@ from typing import Any
 
 import tvm
 
+# LLVM 22's loop vectorizer (bundled with TVM 0.27) miscompiles a power-of-two modulo index under
+# an outer non-power-of-two one (ONNX Tile: y[i, j, k] = x[i % 3, j % 4, k % 5]): SCEV drops the
+# `& 3` wrap, so lanes read past the row (fixed upstream by llvm/llvm-project#191498, not in
+# 22.1.x). It is target-independent, so every LLVM target turns that vectorizer off; TVM's own
+# vectorization and LLVM's SLP vectorizer stay on. Costs 0-45% on a few memory-bound kernels,
+# nothing on conv and matmul. tests/targets/x86/test_llvm_codegen.py guards it.
+LLVM_WORKAROUNDS = ("-vectorize-loops=false",)
+
 
 @dataclass(frozen=True)
 class TargetSpec:

@@ -4,13 +4,18 @@ The `.so` is cross-linked with the aarch64 gcc; here it runs under qemu-aarch64 
 runner in `runner/` (the same program a phone app would embed), for correctness only.
 """
 
-from ..spec import TargetSpec
+from ..spec import LLVM_WORKAROUNDS, TargetSpec
 from .runtime import CROSS_COMPILER, ensure_aarch64_runtime, qemu_aarch64, read_metadata_aarch64
 
 TARGET = TargetSpec(
     name="arm-cpu",
     summary="aarch64 phone CPU with NEON (LLVM, cross-linked; runs under qemu-aarch64 here)",
-    tvm_target={"kind": "llvm", "mtriple": "aarch64-linux-gnu", "mattr": ["+neon"]},
+    tvm_target={
+        "kind": "llvm",
+        "mtriple": "aarch64-linux-gnu",
+        "mattr": ["+neon"],
+        "cl-opt": list(LLVM_WORKAROUNDS),
+    },
     machine="aarch64",
     cross_compiler=CROSS_COMPILER,
     runner=qemu_aarch64,

@@ -2,11 +2,15 @@
 
 import tvm
 
-from ..spec import TargetSpec
+from ..spec import LLVM_WORKAROUNDS, TargetSpec
 
 
 def _host_llvm_target() -> dict:
-    return {"kind": "llvm", "mcpu": tvm.target.codegen.llvm_get_system_cpu()}
+    return {
+        "kind": "llvm",
+        "mcpu": tvm.target.codegen.llvm_get_system_cpu(),
+        "cl-opt": list(LLVM_WORKAROUNDS),
+    }
 
 
 TARGET = TargetSpec(

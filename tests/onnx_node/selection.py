@@ -71,14 +71,6 @@ def group_of(test_name: str) -> str | None:
     return None
 
 
-def _host_has_avx512() -> bool:
-    try:
-        with open("/proc/cpuinfo") as f:
-            return " avx512f" in f.read()
-    except OSError:
-        return False
-
-
 _TVM = "TVM 0.27 Relax ONNX importer"
 # Selected tests tilecc fails, each with the reason found by running it. `BackendTest.exclude`
 # skips them; the session summary lists them and counts them as failures.
@@ -142,9 +134,3 @@ EXPECTED_FAILURES: dict[str, str] = {
         "TVM 0.27 max/min over a zero-size axis returns uninitialized memory, not -inf/+inf"
     ),
 }
-if _host_has_avx512():
-    EXPECTED_FAILURES[r"^test_tile_cpu$"] = (
-        "TVM 0.27 LLVM codegen for AVX-512 hosts (-mcpu=skylake-avx512 and later) miscompiles "
-        "y[i, j, k] = x[i % 3, j % 4, k % 5] for y of 18x16x10: half the output is wrong; "
-        "right with -mcpu=haswell"
-    )
