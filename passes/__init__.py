@@ -1,6 +1,14 @@
 """Graph passes, one per file; importing this package registers them all (see registry.py)."""
 
-from . import dce, fold_constant  # noqa: F401  (imported to register)
+from . import (  # noqa: F401  (imported to register)
+    cancel_inverse_pairs,
+    cse,
+    dce,
+    fold_batchnorm,
+    fold_constant,
+    fuse_conv_act,
+    simplify_reshape,
+)
 from .registry import PassInfo, PassOption, all_passes, get_pass_info, register_pass
 
 __all__ = ["PassInfo", "PassOption", "all_passes", "get_pass_info", "register_pass"]

@@ -43,7 +43,9 @@ class TargetSpec:
     runner: Callable | None = None
     read_metadata: Callable | None = None
     setup: Callable | None = None
-    graph_pipeline: str = "fold-constant,dce"
+    graph_pipeline: str = (
+        "fold-constant,fold-batchnorm,simplify-reshape,cancel-inverse-pairs,cse,dce"
+    )
     options: dict[str, Any] = field(default_factory=dict)
 
     def tvm(self, num_cores: int | None = None) -> tvm.target.Target:
