@@ -79,3 +79,16 @@ def with_unsupported_ops() -> onnx.ModelProto:
     )
     opsets = [helper.make_opsetid("", 13), helper.make_opsetid("com.example", 1)]
     return helper.make_model(graph, opset_imports=opsets)
+
+
+def with_external_weight(model: onnx.ModelProto, location: str) -> onnx.ModelProto:
+    """`model` with its first initializer's bytes said to live in the file `location`."""
+    weight = model.graph.initializer[0]
+    nbytes = onnx.numpy_helper.to_array(weight).nbytes
+    weight.ClearField("raw_data")
+    weight.ClearField("float_data")
+    weight.data_location = TensorProto.EXTERNAL
+    for key, value in (("location", location), ("offset", "0"), ("length", str(nbytes))):
+        entry = weight.external_data.add()
+        entry.key, entry.value = key, value
+    return model

@@ -6,7 +6,7 @@ import sys
 
 import numpy as np
 import pytest
-from onnx_models import conv_relu, with_unsupported_ops
+from onnx_models import conv_relu, with_external_weight, with_unsupported_ops
 
 from tilecc.targets import get_target
 
@@ -145,16 +145,7 @@ def test_unwritable_output_path(cli, model_file, tmp_path):
 
 
 def test_external_data_outside_folder(cli, tmp_path):
-    import onnx
-
-    model = conv_relu()
-    weight = model.graph.initializer[0]
-    weight.ClearField("raw_data")
-    weight.ClearField("float_data")
-    weight.data_location = onnx.TensorProto.EXTERNAL
-    for key, value in (("location", "../../etc/passwd"), ("offset", "0"), ("length", "432")):
-        entry = weight.external_data.add()
-        entry.key, entry.value = key, value
+    model = with_external_weight(conv_relu(), "../../etc/passwd")
     path = tmp_path / "ext.onnx"
     path.write_bytes(model.SerializeToString())
     code, _, err = cli("compile", path, "-o", tmp_path / "o.so")

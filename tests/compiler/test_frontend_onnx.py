@@ -1,7 +1,7 @@
 import numpy as np
 import onnx
 import pytest
-from onnx_models import conv_relu, runtime_reshape, with_unsupported_ops
+from onnx_models import conv_relu, runtime_reshape, with_external_weight, with_unsupported_ops
 
 from tilecc.compiler.errors import ModelError, ShapeError, UnsupportedOpsError
 from tilecc.compiler.frontend_onnx import import_onnx, parse_input_shapes
@@ -118,16 +118,8 @@ def test_truncated_model(tmp_path):
 
 
 def test_external_data_outside_model_folder(tmp_path):
-    model = conv_relu()
-    outside = tmp_path / "secret.bin"
-    outside.write_bytes(b"\0" * 1024)
-    weight = model.graph.initializer[0]
-    weight.ClearField("raw_data")
-    weight.ClearField("float_data")
-    weight.data_location = onnx.TensorProto.EXTERNAL
-    for key, value in (("location", "../secret.bin"), ("offset", "0"), ("length", "432")):
-        entry = weight.external_data.add()
-        entry.key, entry.value = key, value
+    (tmp_path / "secret.bin").write_bytes(b"\0" * 1024)
+    model = with_external_weight(conv_relu(), "../secret.bin")
     folder = tmp_path / "model"
     folder.mkdir()
     path = folder / "m.onnx"
