@@ -1,13 +1,13 @@
 """The Relax -> TIR -> VM lowering pipeline a target compiles with.
 
-Today every target runs TVM's generic CPU stages (library dispatch, legalize, dataflow lowering,
-finalize); the graph-pass layer and per-target templates plug in here as named stages.
+Graph passes (compiler/pass_pipeline.py) run before this; here every target runs TVM's generic
+CPU stages (library dispatch, legalize, dataflow lowering, finalize). Kernel templates will plug
+in at legalization (`LegalizeOps(customize_legalize_map=...)`).
 """
 
 from __future__ import annotations
 
 import tvm
-from tvm import relax
 from tvm.relax.backend.cpu_generic import pipeline as cpu_generic
 
 
@@ -31,5 +31,3 @@ def relax_pipeline(target: tvm.target.Target) -> tvm.transform.Pass:
 
     return _pipeline
 
-
-__all__ = ["lowering_passes", "relax_pipeline", "relax"]
