@@ -42,7 +42,7 @@ def bench_model(
 
         progress("timing each kernel")
         imported = api.import_model(model, shapes)
-        result["kernels"] = profile_kernels(imported, get_target(target).tvm(threads))[:top_kernels]
+        result["kernels"] = profile_kernels(imported, get_target(target), threads)[:top_kernels]
     return result
 
 

@@ -16,7 +16,9 @@ import tvm
 from tvm import relax
 from tvm.relax.backend.cpu_generic import pipeline as cpu_generic
 
-from .build import bind_params
+from tilecc.targets import TargetSpec
+
+from .build import optimize
 from .frontend_onnx import ImportedModel
 
 
@@ -32,9 +34,10 @@ class KernelTime:
         return self.calls * self.ms_per_call
 
 
-def fused_kernels(imported: ImportedModel, target: tvm.target.Target):
-    """(lowered module, Counter of (kernel name, arg shapes/dtypes)) as the build would fuse."""
-    mod = bind_params(imported)
+def fused_kernels(imported: ImportedModel, spec: TargetSpec, target: tvm.target.Target):
+    """(lowered module, Counter of (kernel name, arg shapes/dtypes)) as the build would fuse:
+    the target's graph pipeline, then TVM's dispatch and legalize stages."""
+    mod = optimize(imported, spec)
     with target:
         passes = cpu_generic.library_dispatch_passes(target) + cpu_generic.legalize_passes(target)
         mod = tvm.transform.Sequential(passes)(mod)
@@ -55,10 +58,11 @@ def fused_kernels(imported: ImportedModel, target: tvm.target.Target):
 
 
 def profile_kernels(
-    imported: ImportedModel, target: tvm.target.Target, number: int = 5, repeat: int = 3
+    imported: ImportedModel, spec: TargetSpec, threads: int | None = None, number=5, repeat=3
 ) -> list[KernelTime]:
     """Every fused kernel of "main", slowest total first."""
-    lowered, calls = fused_kernels(imported, target)
+    target = spec.tvm(threads)
+    lowered, calls = fused_kernels(imported, spec, target)
     names = sorted({name for name, _ in calls})
     # A kernel built alone needs its own exported symbol (MakePackedAPI keys on it).
     tir_mod = tvm.IRModule(

@@ -30,4 +30,3 @@ def relax_pipeline(target: tvm.target.Target) -> tvm.transform.Pass:
             return tvm.transform.Sequential(lowering_passes(target))(mod)
 
     return _pipeline
-
