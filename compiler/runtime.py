@@ -7,6 +7,9 @@ name, shape or dtype is reported as such rather than as a crash inside a kernel.
 from __future__ import annotations
 
 import json
+import os
+import shutil
+import tempfile
 from pathlib import Path
 
 import numpy as np
@@ -61,7 +64,7 @@ class CompiledModel:
             from tvm import relax
 
             try:
-                lib = tvm.runtime.load_module(str(self.path))
+                lib = _load_fresh(self.path)
             except Exception as exc:
                 raise ModelError(f"{self.path}: cannot load ({str(exc).splitlines()[0]})") from exc
             self._vm = relax.VirtualMachine(lib, tvm.cpu())
@@ -111,6 +114,20 @@ class CompiledModel:
         if self.target.runner is not None:
             raise ModelError(f"{self.path}: built for {self.target.name}; cannot time it here")
         return self._host_vm()["main"]
+
+
+def _load_fresh(path: Path):
+    """Load a private copy: dlopen returns the library already mapped for a path, so a `.so`
+    rewritten in place (compile, load, compile again to the same path) would load stale code."""
+    import tvm
+
+    fd, copy = tempfile.mkstemp(prefix=f"{path.stem}-", suffix=".so")
+    os.close(fd)
+    try:
+        shutil.copyfile(path, copy)
+        return tvm.runtime.load_module(copy)
+    finally:
+        os.unlink(copy)  # the mapping outlives the name
 
 
 def flatten_outputs(value) -> list[np.ndarray]:

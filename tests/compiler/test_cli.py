@@ -216,3 +216,19 @@ def test_opt_without_passes_is_an_error(cli, tmp_path):
     assert_one_line_error(code, err, "m.py", "not a Relax TVMScript module")
     code, _, err = cli("opt", src)
     assert_one_line_error(code, err, "needs --passes")
+
+
+def test_recompiling_to_the_same_path_loads_the_new_model(tmp_path):
+    """dlopen caches by path: a .so rewritten in place must not load the old code."""
+    from tilecc.compiler import api
+
+    first = tmp_path / "a.onnx"
+    first.write_bytes(conv_relu(channels=4).SerializeToString())
+    second = tmp_path / "b.onnx"
+    second.write_bytes(conv_relu(channels=6).SerializeToString())
+    out = tmp_path / "m.so"
+    x = {"x": np.ones((1, 3, 8, 8), np.float32)}
+    api.compile_model(first, "x86", out)
+    assert api.load(out).run(x)["y"].shape == (1, 4, 8, 8)
+    api.compile_model(second, "x86", out)
+    assert api.load(out).run(x)["y"].shape == (1, 6, 8, 8)
