@@ -31,6 +31,7 @@ from tvm.relax.analysis import BaseCheckResult, type_base_check
 
 from tilecc import passes as _passes  # noqa: F401  (registers every pass)
 from tilecc.compiler.errors import TilecError
+from tilecc.compiler.op_report import OpCountReport
 from tilecc.passes.registry import all_passes, closest, get_pass_info, is_registered
 
 _NAME = re.compile(r"[a-z][a-z0-9-]*\Z")
@@ -48,6 +49,7 @@ class IROptions:
     print_ir_after_change: bool = False
     verify_each: bool = True
     pass_timing: bool = False
+    report: bool = False
 
     def flags(self) -> dict:
         """Keyword arguments of `run_pipeline`."""
@@ -58,6 +60,7 @@ class IROptions:
             "print_ir_after_change": self.print_ir_after_change,
             "verify_each": self.verify_each,
             "timing": self.pass_timing,
+            "report": self.report,
         }
 
 
@@ -259,6 +262,7 @@ def run_pipeline(
     print_ir_after_change: bool = False,
     verify_each: bool = True,
     timing: bool = False,
+    report: bool = False,
     out=None,
 ) -> tvm.IRModule:
     """Run `passes` (pipeline text or a list of passes) on `mod` and return the result.
@@ -283,6 +287,8 @@ def run_pipeline(
     instruments += [verifier] if verifier else []
     timer = PassTimingInstrument() if timing else None
     instruments += [timer] if timer else []
+    op_report = OpCountReport() if report else None
+    instruments += [op_report] if op_report else []
 
     outer = tvm.transform.PassContext.current()
     ctx = tvm.transform.PassContext(
@@ -299,4 +305,6 @@ def run_pipeline(
         raise verifier.error
     if timer:
         print(timing_table(rendered), file=out)
+    if op_report:
+        print(op_report.render(), file=out)
     return result

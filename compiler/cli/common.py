@@ -67,6 +67,9 @@ def add_ir_args(parser) -> None:
         help="verify the IR after each pass (default on)",
     )
     group.add_argument("--pass-timing", action="store_true", help="print a pass timing table")
+    group.add_argument(
+        "--report", action="store_true", help="op counts before/after the pipeline and per pass"
+    )
 
 
 def ir_options(args) -> IROptions:
@@ -81,6 +84,7 @@ def ir_options(args) -> IROptions:
         print_ir_after_change=args.print_ir_after_change,
         verify_each=args.verify_each,
         pass_timing=args.pass_timing,
+        report=args.report,
     )
 
 

@@ -232,3 +232,31 @@ def test_recompiling_to_the_same_path_loads_the_new_model(tmp_path):
     assert api.load(out).run(x)["y"].shape == (1, 4, 8, 8)
     api.compile_model(second, "x86", out)
     assert api.load(out).run(x)["y"].shape == (1, 6, 8, 8)
+
+
+def test_compile_report_counts_ops_before_after_and_per_pass(cli, tmp_path):
+    """Conv + BatchNorm + Relu: fold-batchnorm trades the batch_norm for an add."""
+    import onnx
+    from onnx import helper, numpy_helper
+
+    model = conv_relu()
+    channels = 4
+    stats = {
+        n: np.full(channels, v, np.float32)
+        for n, v in (("g", 1.5), ("b", 0.1), ("m", 0.2), ("v", 2.0))
+    }
+    model.graph.initializer.extend(numpy_helper.from_array(a, n) for n, a in stats.items())
+    nodes = list(model.graph.node)
+    bn = helper.make_node("BatchNormalization", ["c", "g", "b", "m", "v"], ["bn"], name="bn0")
+    nodes[1].input[0] = "bn"
+    del model.graph.node[:]
+    model.graph.node.extend([nodes[0], bn, nodes[1]])
+    onnx.checker.check_model(model)
+    path = tmp_path / "bn.onnx"
+    path.write_bytes(model.SerializeToString())
+    code, _, err = cli("compile", path, "-o", tmp_path / "o.so", "--report")
+    assert code == 0, err
+    rows = {line.split()[0]: line.split()[1:] for line in err.splitlines() if line.startswith("  ")}
+    assert rows["nn.batch_norm"] == ["1", "0"]
+    assert rows["nn.conv2d"] == ["1", "1"]
+    assert "fold-batchnorm" in rows and "nn.batch_norm -1" in err
