@@ -260,3 +260,15 @@ def test_compile_report_counts_ops_before_after_and_per_pass(cli, tmp_path):
     assert rows["nn.batch_norm"] == ["1", "0"]
     assert rows["nn.conv2d"] == ["1", "1"]
     assert "fold-batchnorm" in rows and "nn.batch_norm -1" in err
+
+
+def test_zoo_list_and_export(cli, tmp_path):
+    code, out, _ = cli("zoo", "list")
+    assert code == 0 and "mobilenetv3-small" in out and "1x3x224x224" in out
+    code, _, err = cli("zoo", "export", "squeezenet1.1", "-o", tmp_path / "sq.onnx")
+    assert code == 0, err
+    import onnx
+
+    onnx.checker.check_model(onnx.load(tmp_path / "sq.onnx"))
+    code, _, err = cli("zoo", "export", "resnet", "-o", tmp_path / "r.onnx")
+    assert_one_line_error(code, err, "unknown zoo model 'resnet'")
