@@ -7,7 +7,6 @@ with it, and ONNX Runtime's, measured in one run at 2 threads. Writes docs/PIPEL
 from __future__ import annotations
 
 import argparse
-import os
 import sys
 import tempfile
 from datetime import date
@@ -18,6 +17,7 @@ import numpy as np
 from tilecc.compiler import api, zoo
 from tilecc.compiler.assets import model_path
 from tilecc.compiler.build import bind_params, optimize
+from tilecc.compiler.files import atomic_output
 from tilecc.compiler.op_report import count_ops
 from tilecc.compiler.pass_pipeline import IROptions
 from tilecc.compiler.runtime import CompiledModel
@@ -83,10 +83,8 @@ def main() -> int:
     for name, before, after, plain, piped, ort in rows:
         lines.append(f"| {name} | {before} | {after} | {plain:.2f} | {piped:.2f} | {ort:.2f} |")
     text = "\n".join(lines) + "\n"
-    out = Path(args.out)
-    tmp_out = out.with_suffix(".tmp")
-    tmp_out.write_text(text)
-    os.replace(tmp_out, out)
+    with atomic_output(args.out, ".md") as tmp:
+        tmp.write_text(text)
     print(text)
     return 0
 

@@ -19,7 +19,8 @@ import numpy as np
 
 from tilecc.targets import get_target
 
-from .build import check_writable, compile_imported, export
+from .build import compile_imported, export
+from .files import check_writable
 from .frontend_onnx import ImportedModel, import_onnx
 from .pass_pipeline import IROptions
 from .runtime import CompiledModel

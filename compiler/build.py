@@ -19,7 +19,8 @@ from tvm import relax
 
 from tilecc.targets import TargetSpec
 
-from .errors import OutputError, ToolError
+from .errors import ToolError
+from .files import atomic_output
 from .frontend_onnx import ImportedModel
 from .pass_pipeline import IROptions, run_pipeline
 from .pipeline import relax_pipeline
@@ -83,32 +84,17 @@ def compile_imported(
     return tvm.compile(mod, target=tvm_target, relax_pipeline=relax_pipeline(tvm_target))
 
 
-def check_writable(out_path: str | Path) -> Path:
-    """Fail before compiling if `out_path` cannot be created."""
-    out = Path(out_path)
-    parent = out.parent if str(out.parent) else Path(".")
-    if out.is_dir():
-        raise OutputError(f"{out}: is a directory")
-    if not parent.is_dir():
-        raise OutputError(f"{out}: directory {parent} does not exist")
-    if not os.access(parent, os.W_OK | os.X_OK):
-        raise OutputError(f"{out}: directory {parent} is not writable")
-    return out
-
-
 def export(executable, target: TargetSpec, out_path: str | Path) -> Path:
     """Link `executable` into `out_path` (cross-linked for foreign targets); nothing partial is
     ever left under `out_path` or beside it."""
-    out = check_writable(out_path)
-    fd, tmp_name = tempfile.mkstemp(dir=out.parent or ".", prefix=f".{out.name}.", suffix=".so")
-    os.close(fd)
-    try:
-        kwargs = {}
-        if target.cross_compiler:
-            kwargs["fcompile"] = tvm.support.cc.cross_compiler(target.cross_compiler)
+    out = Path(out_path)
+    kwargs = {}
+    if target.cross_compiler:
+        kwargs["fcompile"] = tvm.support.cc.cross_compiler(target.cross_compiler)
+    with atomic_output(out, ".so") as tmp:
         try:
             with _drop_stderr_lines("Scope Saving:"):
-                executable.export_library(tmp_name, **kwargs)
+                executable.export_library(str(tmp), **kwargs)
         except FileNotFoundError as exc:
             raise ToolError(
                 f"{out}: linker '{target.cross_compiler or 'g++'}' not found ({exc}); "
@@ -116,11 +102,7 @@ def export(executable, target: TargetSpec, out_path: str | Path) -> Path:
             ) from exc
         except RuntimeError as exc:
             raise ToolError(f"{out}: linking for {target.name} failed:\n{exc}") from exc
-        os.chmod(tmp_name, 0o755)
-        os.replace(tmp_name, out)
-    finally:
-        if os.path.exists(tmp_name):
-            os.unlink(tmp_name)
+        os.chmod(tmp, 0o755)
     return out
 
 

@@ -13,8 +13,6 @@ positive variance, so that activations stay O(1) through the depth of the networ
 from __future__ import annotations
 
 import math
-import os
-import tempfile
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -23,7 +21,8 @@ import numpy as np
 import onnx
 from onnx import TensorProto, helper, numpy_helper
 
-from .errors import ModelError, OutputError
+from .errors import ModelError
+from .files import atomic_output
 
 OPSET = 17
 NUM_CLASSES = 1000
@@ -519,19 +518,9 @@ def get(name: str) -> ZooModel:
 def export(name: str, path: str | Path, seed: int = 0, resolution: int | None = None) -> Path:
     """Build zoo model `name` and write it to `path` atomically (temp file + os.replace)."""
     model = get(name).build(seed, resolution)
-    out = Path(path)
-    parent = out.parent if str(out.parent) else Path(".")
-    if not parent.is_dir():
-        raise OutputError(f"{out}: directory {parent} does not exist")
-    fd, tmp = tempfile.mkstemp(dir=parent, prefix=f".{out.name}.", suffix=".onnx")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(model.SerializeToString())
-        os.replace(tmp, out)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-    return out
+    with atomic_output(path, ".onnx") as tmp:
+        tmp.write_bytes(model.SerializeToString())
+    return Path(path)
 
 
 def stats(model: onnx.ModelProto) -> tuple[dict[str, int], int]:

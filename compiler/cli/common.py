@@ -3,14 +3,13 @@
 from __future__ import annotations
 
 import argparse
-import os
 import sys
-import tempfile
 from pathlib import Path
 
 import numpy as np
 
-from tilecc.compiler.errors import InputError, OutputError
+from tilecc.compiler.errors import InputError
+from tilecc.compiler.files import atomic_output
 from tilecc.compiler.frontend_onnx import parse_input_shapes
 from tilecc.compiler.pass_pipeline import IROptions
 from tilecc.targets import all_targets
@@ -89,17 +88,8 @@ def ir_options(args) -> IROptions:
 
 
 def write_text_atomic(path: str, text: str) -> None:
-    out = Path(path)
-    if not out.parent.is_dir() or not os.access(out.parent, os.W_OK):
-        raise OutputError(f"{out}: directory {out.parent} is missing or not writable")
-    fd, tmp = tempfile.mkstemp(dir=out.parent, prefix=f".{out.name}.")
-    try:
-        with os.fdopen(fd, "w") as f:
-            f.write(text)
-        os.replace(tmp, out)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
+    with atomic_output(path) as tmp:
+        tmp.write_text(text)
 
 
 def input_shapes(args) -> dict[str, list[int]]:
@@ -122,14 +112,5 @@ def load_npz(path: str) -> dict[str, np.ndarray]:
 
 def save_npz(path: str, arrays: dict[str, np.ndarray]) -> None:
     """Write atomically: a temp file in the same folder, renamed when complete."""
-    out = Path(path)
-    if not out.parent.is_dir() or not os.access(out.parent, os.W_OK):
-        raise OutputError(f"{out}: directory {out.parent} is missing or not writable")
-    fd, tmp = tempfile.mkstemp(dir=out.parent, prefix=f".{out.name}.", suffix=".npz")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            np.savez(f, **arrays)
-        os.replace(tmp, out)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
+    with atomic_output(path, ".npz") as tmp:
+        np.savez(tmp, **arrays)
