@@ -1,0 +1,130 @@
+"""The template contract and what every template shares.
+
+A template module (`conv2d_direct.py`, `conv2d_winograd.py`, `depthwise.py`, `dense.py`)
+defines one `TEMPLATE = Template(...)`:
+
+    space(workload, lanes) -> Space        knobs legal for this workload; `lanes` is the target's
+                                           fp32 SIMD width (16 AVX-512, 8 AVX2, 4 NEON)
+    applies(workload) -> bool              can this template compute that workload at all
+    weight_transform(w, workload, cfg)     TE: OIHW (or [n, k]) weight -> the layout compute
+                                           reads; runs once, at compile time (constant-folded)
+    compute(data, packed_w, workload, cfg) TE: the output in the graph's layout; the main
+                                           reduction block carries `annotations(...)`
+    schedule(sch, block, workload, cfg, lanes)
+                                           s_tir schedule of the main block, in place, inside a
+                                           PrimFunc that may also hold producers (padding,
+                                           packing) and fused consumers (bias, activation,
+                                           layout unpacking): it must schedule those too
+    reference(data, weight, workload)      NumPy in float64 from plain NCHW/OIHW (or [m,k],[n,k])
+                                           arrays, written without reading compute()
+
+Tuning sees only this record and the workload key (STYLE.md §3).
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import numpy as np
+from tvm import s_tir, te
+
+from .space import Config, Space
+
+TEMPLATE_ATTR = "tilecc.template"
+WORKLOAD_ATTR = "tilecc.workload"
+CONFIG_ATTR = "tilecc.config"
+
+
+@dataclass(frozen=True)
+class Template:
+    name: str
+    op: str  # the Workload.op it serves: "conv2d" or "dense"
+    space: Callable[..., Space]
+    applies: Callable[..., bool]
+    weight_transform: Callable[..., te.Tensor]
+    compute: Callable[..., te.Tensor]
+    schedule: Callable[..., None]
+    reference: Callable[..., np.ndarray]
+
+
+def annotations(template: str, workload, cfg: Config) -> dict[str, str]:
+    """The block annotations that let a later pass find and schedule a template's block
+    after operator fusion (block annotations survive FuseTIR; function attributes do not)."""
+    return {TEMPLATE_ATTR: template, WORKLOAD_ATTR: workload.key(), CONFIG_ATTR: cfg.key()}
+
+
+def read_annotations(sch: s_tir.Schedule, block) -> tuple[str, str, Config] | None:
+    """(template name, workload key, config) of a block made by `compute`, else None."""
+    ann = sch.get(block).annotations
+    if TEMPLATE_ATTR not in ann:
+        return None
+    return (
+        str(ann[TEMPLATE_ATTR]),
+        str(ann[WORKLOAD_ATTR]),
+        Config(json.loads(str(ann[CONFIG_ATTR]))),
+    )
+
+
+# --- schedule helpers every template uses --------------------------------------------------
+
+
+def inline_producers(sch: s_tir.Schedule, block) -> None:
+    """Inline every injective producer of `block` (zero padding, index remapping) into it.
+    Producers that read a parameter directly are the only kind templates create."""
+    for producer in sch.get_producers(block):
+        sch.compute_inline(producer)
+
+
+def epilogue_chain(sch: s_tir.Schedule, block) -> list:
+    """The blocks after `block` in its PrimFunc (bias, activation, layout unpack, ...), in order.
+    Everything after the template's main block in one fused PrimFunc is its epilogue."""
+    root = sch.get_sblock("root")
+    children = sch.get_child_blocks(root)
+    names = [sch.get(b).name_hint for b in children]
+    start = names.index(sch.get(block).name_hint)
+    return children[start + 1 :]
+
+
+def fuse_epilogue(sch: s_tir.Schedule, block, loop) -> object | None:
+    """Fuse the epilogue of `block` under `loop` of block's nest: every epilogue block but the
+    last is inlined into its consumer (reverse_compute_inline), the last is computed at `loop`.
+    Returns the last block (now under `loop`) so the caller can vectorize its inner loop, or
+    None when there is no epilogue."""
+    chain = epilogue_chain(sch, block)
+    if not chain:
+        return None
+    last = chain[-1]
+    for blk in chain[:-1]:
+        try:
+            sch.reverse_compute_inline(blk)
+        except Exception:  # noqa: BLE001 - not inlinable (e.g. a reduction): compute it at loop
+            sch.reverse_compute_at(blk, loop)
+    sch.reverse_compute_at(last, loop)
+    return last
+
+
+# --- NumPy layout helpers for references and tests ------------------------------------------
+
+
+def pack_nchwc(x: np.ndarray, block: int) -> np.ndarray:
+    """NCHW -> NCHW[block]c (block 1 returns NCHW unchanged)."""
+    if block == 1:
+        return x
+    n, c, h, w = x.shape
+    return x.reshape(n, c // block, block, h, w).transpose(0, 1, 3, 4, 2).copy()
+
+
+def unpack_nchwc(x: np.ndarray) -> np.ndarray:
+    """NCHW[block]c -> NCHW (a 4-d array is returned unchanged)."""
+    if x.ndim == 4:
+        return x
+    n, cb, h, w, b = x.shape
+    return x.transpose(0, 1, 4, 2, 3).reshape(n, cb * b, h, w)
+
+
+def template_blocks(sch: s_tir.Schedule) -> list:
+    """The blocks of the PrimFunc `sch` works on that a template's `compute` made."""
+    root = sch.get_sblock("root")
+    return [b for b in sch.get_child_blocks(root) if TEMPLATE_ATTR in sch.get(b).annotations]
