@@ -19,6 +19,7 @@ from onnx import external_data_helper
 
 from .assets import sha256
 from .errors import ModelError, ShapeError, UnsupportedOpsError
+from .onnx_canonicalize import clip_bounds_as_constants, clip_converter
 from .onnx_fold import fold_constants
 
 
@@ -267,15 +268,16 @@ def _to_relax(model, inputs, source):
     from tvm.relax.frontend import detach_params
     from tvm.relax.frontend.onnx import from_onnx
 
-    model = integer_initializers_as_constants(model)
+    model = clip_bounds_as_constants(integer_initializers_as_constants(model))
     shape_dict = {i.name: list(i.shape) for i in inputs}
     dtype_dict = {i.name: i.dtype for i in inputs}
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
-            mod = from_onnx(
-                model, shape_dict=shape_dict, dtype_dict=dtype_dict, keep_params_in_input=True
-            )
+            with clip_converter():
+                mod = from_onnx(
+                    model, shape_dict=shape_dict, dtype_dict=dtype_dict, keep_params_in_input=True
+                )
     except Exception as exc:
         node = _failing_node(sys.exc_info()[2])
         where = f'node "{node.name}" ({node.op_type})' if node is not None else "import"
