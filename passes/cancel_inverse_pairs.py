@@ -1,11 +1,13 @@
-"""cancel-inverse-pairs: drop a permute_dims/reshape that the next op undoes."""
+"""cancel-inverse-pairs: drop a permute_dims/reshape/layout_transform that the next op undoes."""
 
 from __future__ import annotations
 
 from functools import partial
 
+import tvm
 import tvm_ffi
 from tvm.relax.dpl import is_op, rewrite_call, wildcard
+from tvm.sym import Analyzer
 
 from tilecc.compiler.errors import PassOptionError
 
@@ -35,15 +37,41 @@ def _reshape_undone(inner, outer) -> bool:
     return tvm_ffi.structural_equal(restored, original)
 
 
-_UNDONE = {"permute_dims": _permute_undone, "reshape": _reshape_undone}
+def _layout_undone(inner, outer) -> bool:
+    """True when outer's index map applied after inner's is the identity on inner's input
+    (NCHW -> NCHW16c -> NCHW), checked symbolically over the input's indices."""
+    restored, original = outer.ty.shape, inner.args[0].ty.shape
+    if restored is None or original is None or not tvm_ffi.structural_equal(restored, original):
+        return False
+    first, second = inner.attrs.index_map, outer.attrs.index_map
+    if len(first.final_indices) != len(second.initial_indices):
+        return False
+    indices = [tvm.tirx.Var(f"i{k}", "int64") for k in range(len(first.initial_indices))]
+    analyzer = Analyzer()
+    for var, extent in zip(indices, original, strict=True):
+        analyzer.bind(var, tvm.ir.Range(0, extent))
+    composed = second.map_indices(first.map_indices(indices))
+    return all(
+        analyzer.can_prove_equal(got, want) for got, want in zip(composed, indices, strict=True)
+    )
+
+
+_UNDONE = {
+    "permute_dims": _permute_undone,
+    "reshape": _reshape_undone,
+    "layout_transform": _layout_undone,
+}
 
 
 @register_pass("cancel-inverse-pairs", scope="function")
 class CancelInversePairs:
-    """Remove a permute_dims or reshape whose result the next op of the same kind restores.
+    """Remove a permute_dims, reshape or layout_transform whose result the next op of the same
+    kind restores.
 
     Options:
-        ops (tuple[str, ...]) = ("permute_dims", "reshape"): op kinds to cancel.
+        ops (tuple[str, ...]) = ("permute_dims", "reshape", "layout_transform"): op kinds to
+            cancel (layout_transform pairs are what convert-layout-nchwc leaves between a
+            blocked region and an op it could not convert).
             Text form: cancel-inverse-pairs{ops=reshape}
     Example (Relax TVMScript):
         before:  a = R.permute_dims(x, [0, 2, 3, 1])    after:  y = R.nn.relu(x)
@@ -55,7 +83,7 @@ class CancelInversePairs:
     left unused and merges structurally equal pure bindings (what dce and cse would do).
     """
 
-    def __init__(self, ops: tuple[str, ...] = ("permute_dims", "reshape")):
+    def __init__(self, ops: tuple[str, ...] = ("permute_dims", "reshape", "layout_transform")):
         if unknown := sorted(set(ops) - set(_UNDONE)):
             raise PassOptionError("cancel-inverse-pairs", "ops", unknown, known=sorted(_UNDONE))
         self._x, self._rules = wildcard(), []

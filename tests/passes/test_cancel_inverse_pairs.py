@@ -206,3 +206,44 @@ def test_text_option_form():
     after = built(_permute_and_reshape_pairs())
     assert "R.reshape" not in after.script()
     assert after.script().count("R.permute_dims") == 2
+
+
+def test_layout_transform_pair_restoring_nchw_is_removed():
+    @I.ir_module
+    class Before:
+        @R.function
+        def main(x: R.Tensor((1, 32, 8, 8), "float32")):
+            with R.dataflow():
+                a = R.layout_transform(x, index_map=lambda n, c, h, w: (n, c // 16, h, w, c % 16))
+                b = R.layout_transform(a, index_map=lambda n, c, h, w, b: (n, c * 16 + b, h, w))
+                y = R.nn.relu(b)
+                R.output(y)
+            return y
+
+    @I.ir_module
+    class Expected:
+        @R.function
+        def main(x: R.Tensor((1, 32, 8, 8), "float32")):
+            with R.dataflow():
+                y = R.nn.relu(x)
+                R.output(y)
+            return y
+
+    check(Before, Expected)
+
+
+def test_no_cancel_layout_transforms_with_different_blocks():
+    # NCHW16c read back as if it were NCHW8c is a channel shuffle, not the identity.
+    @I.ir_module
+    class Before:
+        @R.function
+        def main(x: R.Tensor((1, 32, 8, 8), "float32")):
+            with R.dataflow():
+                a = R.layout_transform(x, index_map=lambda n, c, h, w: (n, c // 16, h, w, c % 16))
+                b = R.reshape(a, (1, 4, 8, 8, 8))
+                d = R.layout_transform(b, index_map=lambda n, c, h, w, b: (n, c * 8 + b, h, w))
+                y = R.nn.relu(d)
+                R.output(y)
+            return y
+
+    check(Before, Before)
