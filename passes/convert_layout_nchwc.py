@@ -1,0 +1,155 @@
+"""convert-layout-nchwc: blocked NCHW[x]c layout for convolutions and the ops between them."""
+
+from __future__ import annotations
+
+import tvm
+from tvm import relax
+
+from tilecc.compiler.errors import PassOptionError
+
+from .registry import register_pass
+
+_CONV = "relax.nn.conv2d"
+_CONV_TRANSPOSE = "relax.nn.conv2d_transpose"
+# A smaller block converts more convs but fills less of each vector: take the largest block
+# that still converts this share of the multiply-adds the best block would.
+_KEEP = 0.9
+
+
+def _convs(func: relax.Function) -> list[relax.Call]:
+    found = []
+
+    def visit(expr):
+        if isinstance(expr, relax.Call) and getattr(expr.op, "name", "") == _CONV:
+            found.append(expr)
+
+    relax.analysis.post_order_visit(func.body, visit)
+    return found
+
+
+def _channels(call) -> tuple[int, int, int] | None:
+    """(in channels, out channels, groups) of an NCHW/OIHW conv2d with static shapes."""
+    attrs = call.attrs
+    if (attrs.data_layout, attrs.kernel_layout, attrs.out_layout) != ("NCHW", "OIHW", "NCHW"):
+        return None
+    data, weight = call.args[0].ty, call.args[1].ty
+    if data.shape is None or weight.shape is None:
+        return None
+    try:
+        return int(data.shape[1]), int(weight.shape[0]), int(attrs.groups)
+    except TypeError:  # a symbolic channel count
+        return None
+
+
+def _blockable(call, block: int) -> bool:
+    shape = _channels(call)
+    if shape is None:
+        return False
+    cin, cout, groups = shape
+    depthwise = groups == cin == cout
+    return (groups == 1 or depthwise) and cin % block == 0 and cout % block == 0
+
+
+def _macs(call) -> int:
+    out, weight = call.ty.shape, call.args[1].ty.shape
+    return _prod(out) * _prod(list(weight)[1:])
+
+
+def _prod(dims) -> int:
+    result = 1
+    for d in dims:
+        result *= int(d)
+    return result
+
+
+@register_pass("convert-layout-nchwc", scope="module")
+class ConvertLayoutNCHWc:
+    """Convert conv2d to NCHW[b]c (weights OIHW[b]i[b]o, depthwise OIHW1i[b]o) and propagate
+    the blocked layout through the elementwise, pooling and reduction ops around them, so that
+    data stays blocked from one conv to the next; the kernel templates read this layout and
+    vectorize over the channel block.
+
+    Options:
+        block (int) = 16: the largest channel block; the target's fp32 SIMD width (16 on
+            AVX-512, 4 on aarch64 NEON). Text form: convert-layout-nchwc{block=4}
+        min-block (int) = 4: the smallest block worth converting to.
+    The block of a function is the largest of block, block/2, ..., min-block whose convs (those
+    whose channel counts it divides) hold at least 90 % of the multiply-adds the best of them
+    converts: a smaller block converts more convs but fills less of each vector.
+    TVM 0.27's ConvertLayout cannot convert between two blocked layouts, so a function uses one
+    block; a conv whose channels it does not divide, a grouped (not depthwise) conv and
+    conv2d_transpose stay NCHW, with layout_transforms at the boundary.
+    Example (Relax TVMScript, block=16, x: (1, 32, 8, 8)):
+        before:  a = R.nn.conv2d(x, w, padding=[1, 1, 1, 1])
+                 y = R.nn.relu(a)
+        after:   lv = R.layout_transform(x, index_map=(n, c, h, w) -> (n, c // 16, h, w, c % 16))
+                 lv1 = R.layout_transform(w, ...)                       # OIHW16i16o
+                 a = R.nn.conv2d(lv, lv1, data_layout="NCHW16c", kernel_layout="OIHW16i16o",
+                                 out_layout="NCHW16c", padding=[1, 1, 1, 1])
+                 lv2 = R.nn.relu(a)
+                 y = R.layout_transform(lv2, index_map=(n, c, h, w, b) -> (n, c * 16 + b, h, w))
+    Leaves alone: functions with no blockable conv; convs described above. Back-to-back
+    transforms that undo each other are removed by cancel-inverse-pairs (run it after).
+    """
+
+    def __init__(self, block: int = 16, min_block: int = 4):
+        for option, value in (("block", block), ("min-block", min_block)):
+            if value < 2 or value & (value - 1):
+                raise PassOptionError(
+                    "convert-layout-nchwc", option, value, known=["a power of two >= 2"]
+                )
+        if min_block > block:
+            raise PassOptionError(
+                "convert-layout-nchwc", "min-block", min_block, known=[f"<= block ({block})"]
+            )
+        self.block, self.min_block = block, min_block
+
+    def choose_block(self, func: relax.Function) -> int | None:
+        """The block for `func`, or None when no conv in it can be blocked."""
+        coverage = self.coverage(func)
+        most = max(coverage.values(), default=0)
+        if most == 0:
+            return None
+        return max(b for b, macs in coverage.items() if macs >= _KEEP * most)
+
+    def coverage(self, func: relax.Function) -> dict[int, int]:
+        """block -> multiply-adds of the convs of `func` that block can convert."""
+        convs = _convs(func)
+        out, block = {}, self.block
+        while block >= self.min_block:
+            out[block] = sum(_macs(c) for c in convs if _blockable(c, block))
+            block //= 2
+        return out
+
+    def transform_module(self, mod, ctx):
+        updates = {}
+        for gvar, func in mod.functions_items():
+            if not isinstance(func, relax.Function):
+                continue
+            block = self.choose_block(func)
+            if block is None:
+                continue
+            single = tvm.IRModule({gvar: func})
+            converted = relax.transform.ConvertLayout({}, _layout_callback(block))(single)
+            updates[gvar] = converted[gvar.name_hint]
+        if not updates:
+            return mod
+        functions = dict(mod.functions_items())
+        functions.update(updates)
+        return tvm.IRModule(functions, attrs=mod.attrs)
+
+
+def _layout_callback(block: int):
+    def desired(call):
+        op = getattr(call.op, "name", "")
+        if op == _CONV_TRANSPOSE:  # TVM cannot infer its layout from a blocked input: pin NCHW
+            return {_CONV_TRANSPOSE: ["NCHW", "IOHW"]}
+        if op != _CONV:
+            return {}
+        if not _blockable(call, block):
+            return {_CONV: ["NCHW", "OIHW"]}
+        _, _, groups = _channels(call)
+        kernel = f"OIHW1i{block}o" if groups > 1 else f"OIHW{block}i{block}o"
+        return {_CONV: [f"NCHW{block}c", kernel]}
+
+    return desired

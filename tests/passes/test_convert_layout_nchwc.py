@@ -1,0 +1,151 @@
+import pytest
+import tvm
+from tvm import relax
+from tvm.script import ir as I
+from tvm.script import relax as R
+from tvm.script import tirx as T
+
+from tilecc.compiler.errors import PassOptionError
+from tilecc.passes.convert_layout_nchwc import ConvertLayoutNCHWc
+
+I32 = "int32"  # ConvertLayout builds its index maps over int32 indices
+
+
+def check(before, expected, **options):
+    after = ConvertLayoutNCHWc(**options)(before)
+    relax.analysis.well_formed(after)
+    tvm.ir.assert_structural_equal(after, expected)
+
+
+def test_conv_relu_in_nchw16c():
+    @I.ir_module
+    class Before:
+        @R.function
+        def main(x: R.Tensor((1, 32, 8, 8), "float32"), w: R.Tensor((32, 32, 3, 3), "float32")):
+            with R.dataflow():
+                a = R.nn.conv2d(x, w, padding=[1, 1, 1, 1])
+                y = R.nn.relu(a)
+                R.output(y)
+            return y
+
+    @I.ir_module
+    class Expected:
+        @R.function
+        def main(x: R.Tensor((1, 32, 8, 8), "float32"), w: R.Tensor((32, 32, 3, 3), "float32")):
+            with R.dataflow():
+                lv = R.layout_transform(
+                    x,
+                    index_map=T.index_map(
+                        lambda n, c, h, w: (n, c // 16, h, w, c % 16), index_dtype=I32
+                    ),
+                )
+                lv1 = R.layout_transform(
+                    w,
+                    index_map=T.index_map(
+                        lambda o, i, h, w: (o // 16, i // 16, h, w, i % 16, o % 16), index_dtype=I32
+                    ),
+                )
+                a = R.nn.conv2d(
+                    lv, lv1, padding=[1, 1, 1, 1], data_layout="NCHW16c",
+                    kernel_layout="OIHW16i16o", out_layout="NCHW16c",
+                )  # fmt: skip
+                lv2 = R.nn.relu(a)
+                y = R.layout_transform(
+                    lv2,
+                    index_map=T.index_map(
+                        lambda n, c, h, w, b: (n, c * 16 + b, h, w), index_dtype=I32
+                    ),
+                )
+                R.output(y)
+            return y
+
+    check(Before, Expected, block=16)
+
+
+def test_depthwise_conv_uses_one_input_channel_kernel_layout():
+    @I.ir_module
+    class Before:
+        @R.function
+        def main(x: R.Tensor((1, 8, 6, 6), "float32"), w: R.Tensor((8, 1, 3, 3), "float32")):
+            with R.dataflow():
+                y = R.nn.conv2d(x, w, groups=8)
+                R.output(y)
+            return y
+
+    after = ConvertLayoutNCHWc(block=4)(Before)
+    text = after.script()
+    assert 'data_layout="NCHW4c", kernel_layout="OIHW1i4o"' in text
+
+
+def test_no_change_when_block_divides_no_conv():
+    @I.ir_module
+    class Before:
+        @R.function
+        def main(x: R.Tensor((1, 24, 8, 8), "float32"), w: R.Tensor((24, 24, 1, 1), "float32")):
+            with R.dataflow():
+                y = R.nn.conv2d(x, w)
+                R.output(y)
+            return y
+
+    check(Before, Before, block=16, min_block=16)
+
+
+def test_no_change_for_grouped_conv():
+    # groups=2 is neither dense nor depthwise: no template reads it blocked.
+    @I.ir_module
+    class Before:
+        @R.function
+        def main(x: R.Tensor((1, 32, 8, 8), "float32"), w: R.Tensor((32, 16, 1, 1), "float32")):
+            with R.dataflow():
+                y = R.nn.conv2d(x, w, groups=2)
+                R.output(y)
+            return y
+
+    check(Before, Before, block=16)
+
+
+def test_conv_transpose_after_blocked_conv_stays_nchw():
+    @I.ir_module
+    class Before:
+        @R.function
+        def main(
+            x: R.Tensor((1, 16, 4, 4), "float32"),
+            w: R.Tensor((16, 16, 1, 1), "float32"),
+            wt: R.Tensor((16, 8, 2, 2), "float32"),
+        ):
+            with R.dataflow():
+                a = R.nn.conv2d(x, w)
+                y = R.nn.conv2d_transpose(a, wt, strides=[2, 2])
+                R.output(y)
+            return y
+
+    text = ConvertLayoutNCHWc(block=16)(Before).script()
+    assert 'data_layout="NCHW16c"' in text
+    assert "conv2d_transpose(lv" in text and 'data_layout="NCHW", kernel_layout="IOHW"' in text
+
+
+def test_block_is_the_largest_that_converts_most_work():
+    # 96 -> 24 holds nearly all the multiply-adds; 8 divides it, 16 does not.
+    @I.ir_module
+    class Before:
+        @R.function
+        def main(
+            x: R.Tensor((1, 96, 32, 32), "float32"),
+            w1: R.Tensor((24, 96, 3, 3), "float32"),
+            w2: R.Tensor((32, 24, 1, 1), "float32"),
+        ):
+            with R.dataflow():
+                a = R.nn.conv2d(x, w1, padding=[1, 1, 1, 1])
+                y = R.nn.conv2d(a, w2)
+                R.output(y)
+            return y
+
+    layout = ConvertLayoutNCHWc(block=16)
+    assert layout.choose_block(Before["main"]) == 8
+    assert ConvertLayoutNCHWc(block=16, min_block=16).choose_block(Before["main"]) is None
+
+
+@pytest.mark.parametrize("options", [{"block": 12}, {"block": 1}, {"block": 4, "min_block": 8}])
+def test_bad_block_options_are_refused(options):
+    with pytest.raises(PassOptionError, match="convert-layout-nchwc"):
+        ConvertLayoutNCHWc(**options)
