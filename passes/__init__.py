@@ -2,11 +2,14 @@
 
 from . import (  # noqa: F401  (imported to register)
     cancel_inverse_pairs,
+    convert_layout_nchwc,
     cse,
     dce,
+    expand_clip,
     fold_batchnorm,
     fold_constant,
     fuse_conv_act,
+    scalarize_constants,
     simplify_reshape,
 )
 from .registry import PassInfo, PassOption, all_passes, get_pass_info, register_pass
