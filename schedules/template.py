@@ -78,13 +78,56 @@ def inline_producers(sch: s_tir.Schedule, block) -> None:
 
 
 def epilogue_chain(sch: s_tir.Schedule, block) -> list:
-    """The blocks after `block` in its PrimFunc (bias, activation, layout unpack, ...), in order.
-    Everything after the template's main block in one fused PrimFunc is its epilogue."""
+    """The blocks after `block` in its PrimFunc (bias, activation, layout unpack, ...), in order,
+    up to the first one that writes more elements than `block` does.
+
+    FuseOps also fuses a broadcast after a conv: squeeze-excite multiplies a whole feature map
+    by a conv over a 1x1 image. Computed at the conv's tile, such a block would run the whole
+    map once per tile (and unrolled, take LLVM minutes); it and what follows stay outside, for
+    `schedule_rest`.
+    """
     root = sch.get_sblock("root")
     children = sch.get_child_blocks(root)
     names = [sch.get(b).name_hint for b in children]
     start = names.index(sch.get(block).name_hint)
-    return children[start + 1 :]
+    limit = _written_elements(sch, block)
+    chain = []
+    for blk in children[start + 1 :]:
+        if _written_elements(sch, blk) > limit:
+            break
+        chain.append(blk)
+    return chain
+
+
+def _written_elements(sch: s_tir.Schedule, block) -> int:
+    total = 0
+    for region in sch.get(block).writes:
+        count = 1
+        for dim in region.source.shape:
+            count *= int(dim)
+        total = max(total, count)
+    return total
+
+
+def schedule_rest(sch: s_tir.Schedule, done_loop, lanes: int) -> None:
+    """Give each block left at the top level (outside the nest under `done_loop`) a plain
+    data-parallel schedule: outer loops fused and parallel, innermost vectorized when it is a
+    whole number of `lanes` vectors. For what `epilogue_chain` leaves out."""
+    root = sch.get_sblock("root")
+    nest = {str(sch.get(b).name_hint) for b in sch.get_child_blocks(done_loop)}
+    for blk in sch.get_child_blocks(root):
+        stmt = sch.get(blk)
+        if stmt.name_hint in nest or any(iv.iter_type != 0 for iv in stmt.iter_vars):
+            continue  # part of the template's nest, or a reduction
+        loops = sch.get_loops(blk)
+        if not loops:
+            continue
+        inner = loops[-1]
+        extent = sch.get(inner).extent
+        if len(loops) > 1:
+            sch.parallel(sch.fuse(*loops[:-1]))
+        if int(extent) % lanes == 0 or int(extent) in (2, 4, 8):
+            sch.vectorize(inner)
 
 
 def fuse_epilogue(sch: s_tir.Schedule, block, loop) -> object | None:
