@@ -2,6 +2,7 @@
 
 from . import (  # noqa: F401  (imported to register)
     cancel_inverse_pairs,
+    conv_transpose_to_matmul,
     convert_layout_nchwc,
     cse,
     dce,
