@@ -24,6 +24,7 @@ from .files import atomic_output
 from .frontend_onnx import ImportedModel
 from .pass_pipeline import IROptions, run_pipeline
 from .pipeline import relax_pipeline
+from .templates import TemplatePlan
 
 METADATA_FUNC = "tilecc_metadata"
 METADATA_FORMAT = "tilecc-model-1"
@@ -72,16 +73,25 @@ def optimize(
     return run_pipeline(bind_params(imported), ir.passes or target.graph_pipeline, **ir.flags())
 
 
+def template_plan(target: TargetSpec, records=None) -> TemplatePlan:
+    """Which kernel template and configuration each conv / dense gets: `records`' best, else
+    the template's default for this target."""
+    return TemplatePlan(lanes=target.vector_lanes, records=records, target_key=target.tuning_key)
+
+
 def compile_imported(
     imported: ImportedModel,
     target: TargetSpec,
     threads: int | None = None,
     ir: IROptions | None = None,
+    plan: TemplatePlan | None = None,
 ):
-    """Relax -> graph passes -> VM executable for `target` (weights embedded)."""
+    """Relax -> graph passes -> VM executable for `target` (weights embedded); kernels from
+    `plan` (default: template defaults, no records)."""
     tvm_target = target.tvm(threads)
+    plan = plan or template_plan(target)
     mod = with_metadata(optimize(imported, target, ir), metadata(imported, target))
-    return tvm.compile(mod, target=tvm_target, relax_pipeline=relax_pipeline(tvm_target))
+    return tvm.compile(mod, target=tvm_target, relax_pipeline=relax_pipeline(tvm_target, plan))
 
 
 def export(executable, target: TargetSpec, out_path: str | Path) -> Path:

@@ -18,8 +18,9 @@ from tvm.relax.backend.cpu_generic import pipeline as cpu_generic
 
 from tilecc.targets import TargetSpec
 
-from .build import optimize
+from .build import optimize, template_plan
 from .frontend_onnx import ImportedModel
+from .pipeline import legalize_passes
 
 
 @dataclass(frozen=True)
@@ -34,12 +35,16 @@ class KernelTime:
         return self.calls * self.ms_per_call
 
 
-def fused_kernels(imported: ImportedModel, spec: TargetSpec, target: tvm.target.Target):
-    """(lowered module, Counter of (kernel name, arg shapes/dtypes)) as the build would fuse:
-    the target's graph pipeline, then TVM's dispatch and legalize stages."""
+def fused_kernels(
+    imported: ImportedModel, spec: TargetSpec, target: tvm.target.Target, plan=None
+):
+    """(lowered module, Counter of (kernel name, arg shapes/dtypes)) as the build would fuse
+    and schedule: the target's graph pipeline, TVM's dispatch stage, then legalization with
+    `plan`'s kernel templates (default: template defaults)."""
     mod = optimize(imported, spec)
+    plan = plan or template_plan(spec)
     with target:
-        passes = cpu_generic.library_dispatch_passes(target) + cpu_generic.legalize_passes(target)
+        passes = cpu_generic.library_dispatch_passes(target) + legalize_passes(plan)
         mod = tvm.transform.Sequential(passes)(mod)
     calls: Counter = Counter()
     call_tir = tvm.ir.Op.get("relax.call_tir")
@@ -58,11 +63,16 @@ def fused_kernels(imported: ImportedModel, spec: TargetSpec, target: tvm.target.
 
 
 def profile_kernels(
-    imported: ImportedModel, spec: TargetSpec, threads: int | None = None, number=5, repeat=3
+    imported: ImportedModel,
+    spec: TargetSpec,
+    threads: int | None = None,
+    number=5,
+    repeat=3,
+    plan=None,
 ) -> list[KernelTime]:
     """Every fused kernel of "main", slowest total first."""
     target = spec.tvm(threads)
-    lowered, calls = fused_kernels(imported, spec, target)
+    lowered, calls = fused_kernels(imported, spec, target, plan)
     names = sorted({name for name, _ in calls})
     # A kernel built alone needs its own exported symbol (MakePackedAPI keys on it).
     tir_mod = tvm.IRModule(

@@ -1,32 +1,54 @@
 """The Relax -> TIR -> VM lowering pipeline a target compiles with.
 
-Graph passes (compiler/pass_pipeline.py) run before this; here every target runs TVM's generic
-CPU stages (library dispatch, legalize, dataflow lowering, finalize). Kernel templates will plug
-in at legalization (`LegalizeOps(customize_legalize_map=...)`).
+Graph passes (compiler/pass_pipeline.py) run before this. Here every target runs TVM's CPU
+stages (library dispatch, legalize, dataflow lowering, finalize), with tilecc's kernel
+templates at legalization: conv2d and dense legalize to a template's compute
+(`LegalizeOps(customize_legalize_map=...)`), and after operator fusion each fused kernel that
+holds a template's block gets the template's schedule (compiler/templates.py).
 """
 
 from __future__ import annotations
 
 import tvm
+from tvm import relax
 from tvm.relax.backend.cpu_generic import pipeline as cpu_generic
 
+from .templates import TemplatePlan, schedule_templates
 
-def lowering_passes(target: tvm.target.Target) -> list[tvm.transform.Pass]:
-    """Relax graph -> fused TIR + VM-ready Relax, as TVM's CPU backend stages it."""
+
+def legalize_passes(plan: TemplatePlan | None) -> list[tvm.transform.Pass]:
+    """TVM's CPU legalize stage, with `plan`'s templates (None: TVM's generic computes)."""
+    legalize = relax.transform.LegalizeOps(plan.legalize_map() if plan else None)
+    passes = [
+        legalize,
+        relax.transform.AnnotateTIROpPattern(),
+        relax.transform.FoldConstant(),
+        relax.transform.FuseOps(),
+        relax.transform.FuseTIR(),
+    ]
+    return passes + ([schedule_templates(plan)] if plan else [])
+
+
+def lowering_passes(
+    target: tvm.target.Target, plan: TemplatePlan | None = None
+) -> list[tvm.transform.Pass]:
+    """Relax graph -> fused, scheduled TIR + VM-ready Relax."""
     return (
         cpu_generic.library_dispatch_passes(target)
-        + cpu_generic.legalize_passes(target)
+        + legalize_passes(plan)
         + cpu_generic.dataflow_lower_passes(target)
         + cpu_generic.finalize_passes(target)
     )
 
 
-def relax_pipeline(target: tvm.target.Target) -> tvm.transform.Pass:
+def relax_pipeline(
+    target: tvm.target.Target, plan: TemplatePlan | None = None
+) -> tvm.transform.Pass:
     """One module pass that runs `lowering_passes` under `target` (what `tvm.compile` takes)."""
 
     @tvm.transform.module_pass(opt_level=0, name="tilecc-lowering")
     def _pipeline(mod: tvm.IRModule, _ctx) -> tvm.IRModule:
         with target:
-            return tvm.transform.Sequential(lowering_passes(target))(mod)
+            return tvm.transform.Sequential(lowering_passes(target, plan))(mod)
 
     return _pipeline

@@ -120,8 +120,8 @@ def schedule_rest(sch: s_tir.Schedule, done_loop, lanes: int) -> None:
         if stmt.name_hint in nest or any(iv.iter_type != 0 for iv in stmt.iter_vars):
             continue  # part of the template's nest, or a reduction
         loops = sch.get_loops(blk)
-        if not loops:
-            continue
+        if not loops or any(sch.get(loop).kind != 0 for loop in loops):
+            continue  # no loops, or the template already scheduled it (parallel, vector, ...)
         inner = loops[-1]
         extent = sch.get(inner).extent
         if len(loops) > 1:

@@ -17,6 +17,15 @@ import tvm
 LLVM_WORKAROUNDS = ("-vectorize-loops=false",)
 
 
+def default_graph_pipeline(block: int) -> str:
+    """The graph pipeline of a CPU target whose templates vectorize over `block` channels."""
+    return (
+        "fold-constant,fold-batchnorm,simplify-reshape,conv-transpose-to-matmul,expand-clip,"
+        "scalarize-constants,"
+        f"convert-layout-nchwc{{block={block}}},fold-constant,cancel-inverse-pairs,cse,dce"
+    )
+
+
 @dataclass(frozen=True)
 class TargetSpec:
     """One compilation target.
@@ -32,6 +41,10 @@ class TargetSpec:
         `tilecc run model.so` finds the target from the file alone.
     setup: `setup(progress)` fetches/builds what running this target's `.so` needs (idempotent).
     graph_pipeline: the graph passes compile runs before lowering, as pipeline text.
+    vector_lanes: fp32 lanes of the target's SIMD registers (16 AVX-512, 8 AVX2, 4 NEON): the
+        kernel templates' vector width and the layout block.
+    tuning_key: the target key under which tuning records for this target are filed (records
+        from another CPU model do not apply).
     options: target options with defaults; each surfaces as `--target-<name>-<option>`.
     """
 
@@ -43,9 +56,9 @@ class TargetSpec:
     runner: Callable | None = None
     read_metadata: Callable | None = None
     setup: Callable | None = None
-    graph_pipeline: str = (
-        "fold-constant,fold-batchnorm,simplify-reshape,cancel-inverse-pairs,cse,dce"
-    )
+    graph_pipeline: str = ""
+    vector_lanes: int = 4
+    tuning_key: str = ""
     options: dict[str, Any] = field(default_factory=dict)
 
     def tvm(self, num_cores: int | None = None) -> tvm.target.Target:

@@ -4,7 +4,7 @@ The `.so` is cross-linked with the aarch64 gcc; here it runs under qemu-aarch64 
 runner in `runner/` (the same program a phone app would embed), for correctness only.
 """
 
-from ..spec import LLVM_WORKAROUNDS, TargetSpec
+from ..spec import LLVM_WORKAROUNDS, TargetSpec, default_graph_pipeline
 from .runtime import CROSS_COMPILER, ensure_aarch64_runtime, qemu_aarch64, read_metadata_aarch64
 
 TARGET = TargetSpec(
@@ -17,6 +17,9 @@ TARGET = TargetSpec(
         "cl-opt": list(LLVM_WORKAROUNDS),
     },
     machine="aarch64",
+    graph_pipeline=default_graph_pipeline(4),
+    vector_lanes=4,
+    tuning_key="arm-cpu/neon",
     cross_compiler=CROSS_COMPILER,
     runner=qemu_aarch64,
     read_metadata=read_metadata_aarch64,

@@ -1,0 +1,279 @@
+"""Kernel templates in the lowering pipeline.
+
+`TemplatePlan` picks, for every conv2d and dense (matmul with a constant weight) of a model,
+a template from schedules/ and a configuration: the fastest tuning record for that workload
+on this target, else the template's default. Then:
+- `legalize_map()` plugs into `LegalizeOps(customize_legalize_map=...)`: each op becomes the
+  template's TE compute, its weight transform a separate call that FoldConstant evaluates at
+  compile time;
+- `ScheduleTemplates` runs after FuseOps/FuseTIR: every fused PrimFunc holding a template's
+  block (found by its annotations) gets that template's schedule, epilogue included.
+"""
+
+from __future__ import annotations
+
+import re
+import sys
+from dataclasses import dataclass, field
+
+import tvm
+from tvm import relax, s_tir, te, topi
+
+from tilecc.schedules.registry import get_template, templates_for
+from tilecc.schedules.space import Config
+from tilecc.schedules.template import (
+    Template,
+    read_annotations,
+    schedule_rest,
+    template_blocks,
+)
+from tilecc.schedules.workload import Conv2dWorkload, DenseWorkload, workload_from_key
+
+_BLOCKED = re.compile(r"^NCHW(\d+)c$")
+
+
+@dataclass
+class Choice:
+    template: Template
+    workload: object
+    config: Config
+    source: str  # "records" or "default"
+
+
+@dataclass
+class TemplatePlan:
+    """Template and configuration per workload for one target.
+
+    lanes: the target's fp32 SIMD width; records: a tuning `Records` (or None);
+    target_key: the records' target key for this target.
+    """
+
+    lanes: int
+    records: object = None
+    target_key: str = ""
+    choices: dict[str, Choice] = field(default_factory=dict)
+    fallbacks: list[str] = field(default_factory=list)
+
+    def choose(self, workload) -> Choice | None:
+        key = workload.key()
+        if key in self.choices:
+            return self.choices[key]
+        choice = self._from_records(workload) or self._default(workload)
+        if choice is not None:
+            self.choices[key] = choice
+        return choice
+
+    def _from_records(self, workload) -> Choice | None:
+        if self.records is None:
+            return None
+        best = self.records.best(workload.key(), self.target_key)
+        if best is None:
+            return None
+        name, cfg, _seconds = best
+        template = get_template(name)
+        return Choice(
+            template, workload, template.space(workload, self.lanes).check(cfg), "records"
+        )
+
+    def _default(self, workload) -> Choice | None:
+        candidates = templates_for(workload)
+        if not candidates:
+            return None
+        template = default_template(workload, candidates)
+        return Choice(template, workload, template.space(workload, self.lanes).default(), "default")
+
+    def legalize_map(self) -> dict:
+        return {"relax.nn.conv2d": self._legalize_conv2d, "relax.matmul": self._legalize_matmul}
+
+    def _legalize_conv2d(self, bb: relax.BlockBuilder, call: relax.Call):
+        workload = conv2d_workload(call)
+        choice = self.choose(workload) if workload is not None else None
+        if choice is None:
+            return _tvm_legalize(bb, call)
+        weight = call.args[1]
+        if call.attrs.kernel_layout != "OIHW":
+            weight = bb.emit_te(_kernel_to_oihw, weight, str(call.attrs.kernel_layout))
+        return _emit_template(bb, choice, call.args[0], weight)
+
+    def _legalize_matmul(self, bb: relax.BlockBuilder, call: relax.Call):
+        workload = dense_workload(call)
+        choice = self.choose(workload) if workload is not None else None
+        if choice is None:
+            return _tvm_legalize(bb, call)
+        data, weight = call.args
+        out_shape = [int(d) for d in call.ty.shape]
+        if len(data.ty.shape) != 2:
+            data = bb.emit(relax.op.reshape(data, [workload.m, workload.k]))
+        weight = bb.emit_te(topi.transpose, weight, [1, 0])  # [k, n] -> [n, k]
+        out = _emit_template(bb, choice, data, weight)
+        if len(out_shape) != 2:
+            out = bb.emit(relax.op.reshape(out, out_shape))
+        return out
+
+
+def default_template(workload, candidates: list[Template]) -> Template:
+    """Without records: depthwise for depthwise convs, Winograd for stride-1 3x3 convs with at
+    least 32 in and out channels (where its arithmetic saving outweighs the transforms), else
+    direct conv / dense."""
+    by_name = {t.name: t for t in candidates}
+    if workload.op == "conv2d":
+        if workload.is_depthwise and "depthwise" in by_name:
+            return by_name["depthwise"]
+        if (
+            "conv2d_winograd" in by_name
+            and workload.in_channels >= 32
+            and workload.out_channels >= 32
+        ):
+            return by_name["conv2d_winograd"]
+        if "conv2d_direct" in by_name:
+            return by_name["conv2d_direct"]
+    return candidates[0]
+
+
+def _emit_template(bb, choice: Choice, data, weight):
+    # call_te passes only tensors and plain values through: bind workload and config here.
+    template, workload, cfg = choice.template, choice.workload, choice.config
+    packed = bb.emit_te(
+        lambda w: template.weight_transform(w, workload, cfg),
+        weight,
+        primfunc_name_hint="weight_transform",
+    )
+    return bb.call_te(
+        lambda d, w: template.compute(d, w, workload, cfg),
+        data,
+        packed,
+        primfunc_name_hint=template.name,
+    )
+
+
+def _tvm_legalize(bb, call):
+    return tvm.ir.Op.get(call.op.name).get_attr("FLegalize")(bb, call)
+
+
+def _static(shape) -> list[int] | None:
+    if shape is None:
+        return None
+    try:
+        return [int(d) for d in shape]
+    except TypeError:
+        return None
+
+
+def _block_of(layout: str) -> int | None:
+    if layout == "NCHW":
+        return 1
+    match = _BLOCKED.match(layout)
+    return int(match.group(1)) if match else None
+
+
+def conv2d_workload(call: relax.Call) -> Conv2dWorkload | None:
+    """The workload of a relax conv2d in NCHW or NCHW[b]c with static shapes, else None."""
+    attrs = call.attrs
+    block = _block_of(str(attrs.data_layout))
+    data, weight = _static(call.args[0].ty.shape), _static(call.args[1].ty.shape)
+    dtype = str(call.args[0].ty.dtype)
+    if block is None or str(attrs.out_layout) != str(attrs.data_layout) or None in (data, weight):
+        return None
+    if dtype != "float32" or (attrs.out_dtype and str(attrs.out_dtype) not in ("", "float32")):
+        return None
+    oihw = _oihw_shape(weight, str(attrs.kernel_layout))
+    if oihw is None:
+        return None
+    channels = data[1] * block
+    pad = [int(p) for p in attrs.padding]
+    return Conv2dWorkload(
+        batch=data[0], in_channels=channels, height=data[2], width=data[3],
+        out_channels=oihw[0], kernel_h=oihw[2], kernel_w=oihw[3],
+        stride_h=int(attrs.strides[0]), stride_w=int(attrs.strides[1]),
+        pad_top=pad[0], pad_left=pad[1], pad_bottom=pad[2], pad_right=pad[3],
+        dilation_h=int(attrs.dilation[0]), dilation_w=int(attrs.dilation[1]),
+        groups=int(attrs.groups), in_block=block, out_block=block, dtype=dtype,
+    )  # fmt: skip
+
+
+_KERNEL_LAYOUT = re.compile(r"^OIHW(?:(\d+)i)?(\d+)o$")
+
+
+def _oihw_shape(shape: list[int], layout: str) -> list[int] | None:
+    if layout == "OIHW":
+        return shape
+    match = _KERNEL_LAYOUT.match(layout)
+    if not match:
+        return None
+    in_block = int(match.group(1) or 1)
+    return [shape[0] * shape[5 if match.group(1) else 4], shape[1] * in_block, shape[2], shape[3]]
+
+
+def _kernel_to_oihw(weight: te.Tensor, layout: str) -> te.Tensor:
+    """OIHW[i]i[o]o (or OIHW[o]o) -> OIHW; runs at compile time on a constant."""
+    match = _KERNEL_LAYOUT.match(layout)
+    blocked_in = match.group(1) is not None
+    ib = int(match.group(1) or 1)
+    ob = int(weight.shape[5] if blocked_in else weight.shape[4])
+    shape = (
+        weight.shape[0] * ob, weight.shape[1] * ib, weight.shape[2], weight.shape[3]
+    )  # fmt: skip
+
+    def value(o, i, h, w):
+        if blocked_in:
+            return weight[o // ob, i // ib, h, w, i % ib, o % ob]
+        return weight[o // ob, i, h, w, o % ob]
+
+    return te.compute(shape, value, name="kernel_oihw")
+
+
+def dense_workload(call: relax.Call) -> DenseWorkload | None:
+    """matmul(x, W) with W a constant [k, n] and static float32 shapes, as a dense workload."""
+    data, weight = call.args
+    if not isinstance(weight, tvm.ir.Constant):
+        return None
+    dshape, wshape = _static(data.ty.shape), _static(weight.ty.shape)
+    if dshape is None or wshape is None or len(wshape) != 2 or len(dshape) < 2:
+        return None
+    if (
+        str(data.ty.dtype) != "float32"
+        or str(weight.ty.dtype) != "float32"
+        or dshape[-1] != wshape[0]
+    ):
+        return None
+    m = 1
+    for d in dshape[:-1]:
+        m *= d
+    return DenseWorkload(m=m, n=wshape[1], k=wshape[0])
+
+
+def schedule_templates(plan: TemplatePlan) -> tvm.transform.Pass:
+    """Module pass: schedule every PrimFunc that holds a template's block (after FuseTIR)."""
+
+    @tvm.transform.module_pass(opt_level=0, name="tilecc-schedule-templates")
+    def _pass(mod: tvm.IRModule, _ctx) -> tvm.IRModule:
+        updates = {}
+        for gvar, func in mod.functions_items():
+            if not isinstance(func, tvm.tirx.PrimFunc):
+                continue
+            sch = s_tir.Schedule(tvm.IRModule({"main": func}))
+            blocks = template_blocks(sch)
+            if len(blocks) != 1:
+                continue
+            name, workload_key, cfg = read_annotations(sch, blocks[0])
+            template, workload = get_template(name), workload_from_key(workload_key)
+            try:
+                template.schedule(sch, blocks[0], workload, cfg, plan.lanes)
+                main = template_blocks(sch)[0]  # with its init block, if decomposed
+                schedule_rest(sch, sch.get_loops(main)[0], plan.lanes)
+            except Exception as exc:  # noqa: BLE001 - keep compiling, unscheduled, and say so
+                plan.fallbacks.append(f"{gvar.name_hint} ({name}, {workload.describe()}): {exc}")
+                print(
+                    f"warning: {name} could not schedule {workload.describe()} "
+                    f"({type(exc).__name__}); it runs unscheduled",
+                    file=sys.stderr,
+                )
+                continue
+            updates[gvar] = sch.mod["main"]
+        if not updates:
+            return mod
+        functions = dict(mod.functions_items())
+        functions.update(updates)
+        return tvm.IRModule(functions, attrs=mod.attrs)
+
+    return _pass

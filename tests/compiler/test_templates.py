@@ -1,0 +1,142 @@
+"""Kernel templates in the build: workloads read from Relax, template choice, records, and
+small models (regular, depthwise, squeeze-excite broadcast, transposed conv) vs ONNX Runtime."""
+
+import json
+
+import numpy as np
+import onnx
+import pytest
+from onnx import TensorProto, helper, numpy_helper
+from tvm import relax
+from tvm.script import relax as R
+
+from tilecc.compiler import api
+from tilecc.compiler.build import compile_imported, template_plan
+from tilecc.compiler.reference import ort_run
+from tilecc.compiler.templates import conv2d_workload, default_template
+from tilecc.schedules.registry import templates_for
+from tilecc.schedules.tune import Records
+from tilecc.schedules.tune.records import Record
+from tilecc.schedules.workload import Conv2dWorkload
+from tilecc.targets import get_target
+
+
+def _conv_call(data_shape, weight_shape, **attrs):
+    x = relax.Var("x", R.Tensor(data_shape, "float32"))
+    w = relax.Var("w", R.Tensor(weight_shape, "float32"))
+    bb = relax.BlockBuilder()
+    with bb.function("main", [x, w]):
+        call = bb.normalize(relax.op.nn.conv2d(x, w, **attrs))
+        bb.emit_func_output(call)
+    return call
+
+
+def test_workload_of_blocked_conv():
+    call = _conv_call(
+        (1, 12, 20, 20, 8), (3, 12, 3, 3, 8, 8), strides=[2, 2], padding=[1, 0, 1, 2],
+        data_layout="NCHW8c", kernel_layout="OIHW8i8o", out_layout="NCHW8c",
+    )  # fmt: skip
+    wl = conv2d_workload(call)
+    assert (wl.in_channels, wl.out_channels, wl.height, wl.kernel_h) == (96, 24, 20, 3)
+    assert (wl.stride_h, wl.pad_top, wl.pad_left, wl.pad_bottom, wl.pad_right) == (2, 1, 0, 1, 2)
+    assert wl.in_block == wl.out_block == 8
+
+
+def test_workload_of_depthwise_blocked_conv():
+    call = _conv_call(
+        (1, 4, 9, 9, 4), (4, 1, 5, 5, 1, 4), groups=16, padding=[2, 2, 2, 2],
+        data_layout="NCHW4c", kernel_layout="OIHW1i4o", out_layout="NCHW4c",
+    )  # fmt: skip
+    wl = conv2d_workload(call)
+    assert wl.is_depthwise and wl.out_channels == 16 and wl.kernel_w == 5
+
+
+def test_default_template_choice():
+    def choose(**kw):
+        wl = Conv2dWorkload(batch=1, height=20, width=20, **kw)
+        return default_template(wl, templates_for(wl)).name
+
+    assert choose(in_channels=64, out_channels=64, kernel_h=3, kernel_w=3) == "conv2d_winograd"
+    assert choose(in_channels=16, out_channels=16, kernel_h=3, kernel_w=3) == "conv2d_direct"
+    assert choose(in_channels=64, out_channels=64, kernel_h=1, kernel_w=1) == "conv2d_direct"
+    dw = {"in_channels": 32, "out_channels": 32, "kernel_h": 3, "kernel_w": 3, "groups": 32}
+    assert choose(**dw) == "depthwise"
+    assert choose(in_channels=64, out_channels=64, kernel_h=3, kernel_w=3, stride_h=2,
+                  stride_w=2) == "conv2d_direct"  # fmt: skip
+
+
+def se_block_model():
+    """conv 3x3 -> depthwise -> squeeze-excite (mean, 1x1 convs, hard-sigmoid, broadcast
+    multiply) -> 2x2 stride-2 ConvTranspose: each kernel template and the SE broadcast."""
+    rng = np.random.default_rng(0)
+
+    def weight(name, shape):
+        return numpy_helper.from_array((rng.standard_normal(shape) * 0.3).astype(np.float32), name)
+
+    inits = [
+        weight("w0", (32, 32, 3, 3)), weight("b0", (32,)), weight("wd", (32, 1, 3, 3)),
+        weight("ws1", (8, 32, 1, 1)), weight("ws2", (32, 8, 1, 1)), weight("wt", (32, 4, 2, 2)),
+    ]  # fmt: skip
+    nodes = [
+        helper.make_node("Conv", ["x", "w0", "b0"], ["c0"], pads=[1, 1, 1, 1]),
+        helper.make_node("Relu", ["c0"], ["r0"]),
+        helper.make_node("Conv", ["r0", "wd"], ["d0"], pads=[1, 1, 1, 1], group=32),
+        helper.make_node("GlobalAveragePool", ["d0"], ["p0"]),
+        helper.make_node("Conv", ["p0", "ws1"], ["s1"]),
+        helper.make_node("Relu", ["s1"], ["s1r"]),
+        helper.make_node("Conv", ["s1r", "ws2"], ["s2"]),
+        helper.make_node("HardSigmoid", ["s2"], ["s2h"], alpha=0.2, beta=0.5),
+        helper.make_node("Mul", ["d0", "s2h"], ["m0"]),
+        helper.make_node("ConvTranspose", ["m0", "wt"], ["y"], strides=[2, 2]),
+    ]
+    graph = helper.make_graph(
+        nodes, "se", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 32, 10, 10])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 4, 20, 20])], inits,
+    )  # fmt: skip
+    return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)])
+
+
+@pytest.fixture(scope="module")
+def se_path(tmp_path_factory):
+    path = tmp_path_factory.mktemp("se") / "se.onnx"
+    onnx.save(se_block_model(), path)
+    return path
+
+
+def test_small_model_on_templates_matches_ort(se_path):
+    spec = get_target("x86")
+    plan = template_plan(spec)
+    imported = api.import_model(se_path)
+    compiled = compile_imported(imported, spec, plan=plan)
+    used = sorted({c.template.name for c in plan.choices.values()})
+    assert used == ["conv2d_direct", "conv2d_winograd", "dense", "depthwise"]
+    assert plan.fallbacks == []
+    vm = relax.VirtualMachine(compiled, __import__("tvm").cpu())
+    x = np.random.default_rng(1).standard_normal((1, 32, 10, 10)).astype(np.float32)
+    got = vm["main"](__import__("tvm").runtime.tensor(x))
+    got = (got[0] if isinstance(got, tuple | list) else got).numpy()
+    want = ort_run(str(se_path), {"x": x})["y"]
+    np.testing.assert_allclose(got, want, rtol=1e-4, atol=1e-4)
+
+
+def test_records_choose_the_configuration(se_path, tmp_path):
+    spec = get_target("x86")
+    imported = api.import_model(se_path)
+    plan = template_plan(spec)
+    compile_imported(imported, spec, plan=plan)
+    choice = next(c for c in plan.choices.values() if c.template.name == "conv2d_direct")
+    space = choice.template.space(choice.workload, spec.vector_lanes)
+    other = next(cfg for cfg in space if cfg != choice.config)
+    records = Records(tmp_path / "r.json")
+    records.append(
+        Record(
+            template="conv2d_direct", workload=choice.workload.key(), target=spec.tuning_key,
+            config=other, status="ok", seconds=1e-6, gflops=1.0,
+        )
+    )  # fmt: skip
+    tuned = template_plan(spec, Records(tmp_path / "r.json"))
+    compile_imported(imported, spec, plan=tuned)
+    picked = tuned.choices[choice.workload.key()]
+    assert picked.source == "records" and picked.config == other
+    line = json.loads((tmp_path / "r.json").read_text().splitlines()[0])
+    assert line["template"] == "conv2d_direct"
