@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import os
 import statistics
+import sys
 import tempfile
 import time
 from dataclasses import dataclass
@@ -17,13 +18,17 @@ from pathlib import Path
 
 import numpy as np
 
+from tilecc.schedules.tune import Records, TuneSummary
+from tilecc.schedules.tune.tuner import print_progress
 from tilecc.targets import get_target
 
-from .build import compile_imported, export
+from .build import compile_imported, export, template_plan
+from .errors import InputError
 from .files import check_writable
 from .frontend_onnx import ImportedModel, import_onnx
 from .pass_pipeline import IROptions
 from .runtime import CompiledModel
+from .tuning import tune_imported
 
 
 def set_threads(threads: int | None) -> None:
@@ -39,15 +44,51 @@ def compile_model(
     input_shapes: dict[str, list[int]] | None = None,
     threads: int | None = None,
     ir: IROptions | None = None,
+    tuning_records: str | Path | None = None,
 ) -> Path | object:
     """Compile an ONNX file; write `output` if given (returns its path), else return the
-    in-memory executable."""
+    in-memory executable. Kernels take the fastest of `tuning_records` for this target, else
+    their templates' defaults."""
     spec = get_target(target)
     if output is not None:
         check_writable(output)
+    records = load_records(tuning_records) if tuning_records is not None else None
     imported = import_onnx(model, input_shapes)
-    executable = compile_imported(imported, spec, threads, ir)
+    executable = compile_imported(imported, spec, threads, ir, template_plan(spec, records))
     return export(executable, spec, output) if output is not None else executable
+
+
+def load_records(path: str | Path) -> Records:
+    """A tuning records file; a missing file is an error, skipped corrupt lines are warnings."""
+    if not Path(path).is_file():
+        raise InputError(f"{path}: no such tuning records file")
+    records = Records(path)
+    for warning in records.warnings:
+        print(f"warning: {warning}", file=sys.stderr)
+    return records
+
+
+def tune_model(
+    model: str | Path,
+    target: str = "x86",
+    records: str | Path = "records.json",
+    trials: int = 32,
+    input_shapes: dict[str, list[int]] | None = None,
+    threads: int = 2,
+    timeout_s: float = 60.0,
+    resume: bool = True,
+    plot_dir: str | Path | None = None,
+    max_tasks: int | None = None,
+    progress=print_progress,
+) -> TuneSummary:
+    """Tune the conv / dense kernels of an ONNX model for `target`; every measurement is
+    appended to `records` as it happens (see compiler/tuning.py)."""
+    spec = get_target(target)
+    check_writable(records)
+    imported = import_onnx(model, input_shapes)
+    return tune_imported(
+        imported, spec, records, trials, threads, timeout_s, resume, plot_dir, max_tasks, progress
+    )
 
 
 def import_model(model: str | Path, input_shapes=None) -> ImportedModel:

@@ -14,6 +14,12 @@ def add_parser(sub) -> None:
     add_model_args(parser)
     parser.add_argument("-o", "--output", required=True, metavar="OUT.so", help="output file")
     parser.add_argument("--threads", type=int, default=None, help="threads the .so is built for")
+    parser.add_argument(
+        "--tuning-records",
+        metavar="R.json",
+        default=None,
+        help="use the fastest configuration recorded by `tilecc tune` for each kernel",
+    )
     add_ir_args(parser)
     parser.set_defaults(drive=drive_compile)
 
@@ -27,6 +33,7 @@ def drive_compile(args) -> int:
         input_shapes(args),
         threads=args.threads,
         ir=ir_options(args),
+        tuning_records=args.tuning_records,
     )
     progress(f"wrote {out} ({args.target}, {time.perf_counter() - start:.1f} s)")
     return 0
