@@ -35,9 +35,7 @@ class KernelTime:
         return self.calls * self.ms_per_call
 
 
-def fused_kernels(
-    imported: ImportedModel, spec: TargetSpec, target: tvm.target.Target, plan=None
-):
+def fused_kernels(imported: ImportedModel, spec: TargetSpec, target: tvm.target.Target, plan=None):
     """(lowered module, Counter of (kernel name, arg shapes/dtypes)) as the build would fuse
     and schedule: the target's graph pipeline, TVM's dispatch stage, then legalization with
     `plan`'s kernel templates (default: template defaults)."""

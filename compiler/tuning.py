@@ -74,10 +74,10 @@ def measurer_for(target: TargetSpec, threads: int, timeout_s: float):
         return LocalMeasurer(spec, timeout_s=timeout_s, threads=threads, lanes=target.vector_lanes)
     return QemuMeasurer(
         spec,
+        target.runner,
+        target.cross_compiler,
         timeout_s=max(timeout_s, 120.0),
         threads=threads,
-        runner=target.runner,
-        cross_compiler=target.cross_compiler,
         lanes=target.vector_lanes,
     )
 

@@ -32,12 +32,6 @@ from tilecc.compiler.errors import TilecError
 from ..space import Config
 
 QEMU_NOTE = "correctness only (qemu): emulated time is not speed"
-AARCH64_TARGET = {
-    "kind": "llvm",
-    "mtriple": "aarch64-linux-gnu",
-    "mattr": ["+neon"],
-    "num-cores": 2,
-}
 
 
 class MeasurerError(TilecError):
@@ -297,14 +291,14 @@ class QemuMeasurer(WorkerMeasurer):
 
     def __init__(
         self,
-        target: dict | None = None,
+        target: dict,
+        runner: str | Callable,
+        cross_compiler: str,
         timeout_s: float = 300.0,
         threads: int = 2,
-        runner: str | Callable = "tilecc.targets.arm_cpu.runtime:qemu_aarch64",
-        cross_compiler: str = "aarch64-linux-gnu-g++",
         lanes: int | None = None,
     ):
-        target = dict(target or AARCH64_TARGET)
+        target = dict(target)
         self.lanes = lanes or float32_lanes(target)
         if callable(runner):
             runner = f"{runner.__module__}:{runner.__qualname__}"

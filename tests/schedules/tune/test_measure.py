@@ -5,6 +5,7 @@ from tune_templates import DENSE, TRAPS, WORKLOAD
 
 from tilecc.schedules.space import Config
 from tilecc.schedules.tune import Candidate, LocalMeasurer, QemuMeasurer
+from tilecc.targets import get_target
 
 
 def trap(behave, tile_n=8):
@@ -53,7 +54,9 @@ def test_crash_timeout_and_errors_are_named_and_later_candidates_measured():
 
 @pytest.mark.qemu
 def test_qemu_measurer_checks_correctness_without_timing():
-    measurer = QemuMeasurer(timeout_s=120)
+    arm = get_target("arm-cpu")
+    target = {**arm.tvm_target, "num-cores": 2}
+    measurer = QemuMeasurer(target, arm.runner, arm.cross_compiler, timeout_s=120)
     assert not measurer.timed and measurer.lanes == 4
     assert "emulated time is not speed" in measurer.note
     default = DENSE.space(WORKLOAD, measurer.lanes).default()
