@@ -44,7 +44,7 @@ from tvm.sym import Analyzer
 from tvm.topi.nn.winograd_util import winograd_transform_matrices
 
 from .space import Knob, Space
-from .template import Template, annotations, epilogue_chain
+from .template import Template, annotations, fuse_epilogue
 
 SPACE = Space(
     m=Knob((2, 4, 6), default=4, why="output tile of F(m,3); 6 is the least accurate"),
@@ -216,7 +216,7 @@ def schedule(sch, block, wl, cfg, lanes):
     sch.unroll(hi)
     sch.unroll(wi)
     sch.vectorize(lane)
-    last = _fuse_epilogue(sch, y, chan)
+    last = fuse_epilogue(sch, y, chan)
     if last is not None:
         sch.vectorize(sch.get_loops(last)[-1])
     # the first inverse pass for one channel vector, in registers
@@ -267,25 +267,6 @@ def _unroll_vectorize(sch, block):
     for loop in loops:
         sch.unroll(loop)
     sch.vectorize(lane)
-
-
-def _fuse_epilogue(sch, block, loop):
-    """template.fuse_epilogue, except that an epilogue block is inlined into its producer only
-    when it is that producer's sole reader: reverse_compute_inline does not check this and
-    leaves the other reader of the buffer it replaces undefined (hard-swish x * relu6(x+3) / 6
-    reads x twice)."""
-    chain = epilogue_chain(sch, block)
-    for blk in chain[:-1]:
-        if all(len(sch.get_consumers(p)) == 1 for p in sch.get_producers(blk)):
-            try:
-                sch.reverse_compute_inline(blk)
-                continue
-            except tvm.s_tir.schedule.ScheduleError:  # not injective (a reduction, ...)
-                pass
-        sch.reverse_compute_at(blk, loop, preserve_unit_loops=True)
-    if chain:
-        sch.reverse_compute_at(chain[-1], loop, preserve_unit_loops=True)
-    return chain[-1] if chain else None
 
 
 def reference(data, weight, wl):

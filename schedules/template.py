@@ -131,21 +131,23 @@ def schedule_rest(sch: s_tir.Schedule, done_loop, lanes: int) -> None:
 
 
 def fuse_epilogue(sch: s_tir.Schedule, block, loop) -> object | None:
-    """Fuse the epilogue of `block` under `loop` of block's nest: every epilogue block but the
-    last is inlined into its consumer (reverse_compute_inline), the last is computed at `loop`.
-    Returns the last block (now under `loop`) so the caller can vectorize its inner loop, or
-    None when there is no epilogue."""
+    """Fuse the epilogue of `block` under `loop` of its nest: each epilogue block but the last
+    is inlined into its producer when it is that producer's sole reader (TVM's
+    reverse_compute_inline does not check this, and hard-swish x * relu6(x + 3) / 6 reads x
+    twice), else computed at `loop`; the last is computed at `loop`. Returns the last block, so
+    the caller can vectorize its inner loop, or None when there is no epilogue."""
     chain = epilogue_chain(sch, block)
-    if not chain:
-        return None
-    last = chain[-1]
     for blk in chain[:-1]:
-        try:
-            sch.reverse_compute_inline(blk)
-        except Exception:  # noqa: BLE001 - not inlinable (e.g. a reduction): compute it at loop
-            sch.reverse_compute_at(blk, loop)
-    sch.reverse_compute_at(last, loop)
-    return last
+        if all(len(sch.get_consumers(p)) == 1 for p in sch.get_producers(blk)):
+            try:
+                sch.reverse_compute_inline(blk)
+                continue
+            except s_tir.schedule.ScheduleError:  # not injective (a reduction, ...)
+                pass
+        sch.reverse_compute_at(blk, loop, preserve_unit_loops=True)
+    if chain:
+        sch.reverse_compute_at(chain[-1], loop, preserve_unit_loops=True)
+    return chain[-1] if chain else None
 
 
 # --- NumPy layout helpers for references and tests ------------------------------------------
