@@ -171,5 +171,8 @@ def unpack_nchwc(x: np.ndarray) -> np.ndarray:
 
 def template_blocks(sch: s_tir.Schedule) -> list:
     """The blocks of the PrimFunc `sch` works on that a template's `compute` made."""
-    root = sch.get_sblock("root")
+    try:
+        root = sch.get_sblock("root")
+    except s_tir.schedule.ScheduleError:  # hand-written TIR (topi's scan kernels) has no blocks
+        return []
     return [b for b in sch.get_child_blocks(root) if TEMPLATE_ATTR in sch.get(b).annotations]
