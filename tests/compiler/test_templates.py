@@ -57,6 +57,7 @@ def test_default_template_choice():
         return default_template(wl, templates_for(wl)).name
 
     assert choose(in_channels=64, out_channels=64, kernel_h=3, kernel_w=3) == "conv2d_winograd"
+    assert choose(in_channels=96, out_channels=24, kernel_h=3, kernel_w=3) == "conv2d_winograd"
     assert choose(in_channels=16, out_channels=16, kernel_h=3, kernel_w=3) == "conv2d_direct"
     assert choose(in_channels=64, out_channels=64, kernel_h=1, kernel_w=1) == "conv2d_direct"
     dw = {"in_channels": 32, "out_channels": 32, "kernel_h": 3, "kernel_w": 3, "groups": 32}
