@@ -110,24 +110,72 @@ def _written_elements(sch: s_tir.Schedule, block) -> int:
 
 
 def schedule_rest(sch: s_tir.Schedule, done_loop, lanes: int) -> None:
-    """Give each block left at the top level (outside the nest under `done_loop`) a plain
-    data-parallel schedule: outer loops fused and parallel, innermost vectorized when it is a
-    whole number of `lanes` vectors. For what `epilogue_chain` leaves out."""
+    """Give what no template scheduled a plain data-parallel schedule: blocks at the top level
+    outside the nest under `done_loop` (None: every block; a fused kernel with no template
+    block, such as layout transforms, pixel shuffles, elementwise chains).
+
+    Injective blocks are first inlined into their consumers (FuseTIR leaves each op of a fused
+    chain writing its own intermediate buffer); each remaining spatial block that reads one
+    element per instance then gets its outer loops fused and parallel and its innermost loop
+    split into `lanes`-wide vectors when it divides evenly. Reductions and gathers keep their
+    loops (what topi made of them).
+    """
+    nest = set()
+    if done_loop is not None:
+        nest = {str(sch.get(b).name_hint) for b in sch.get_child_blocks(done_loop)}
     root = sch.get_sblock("root")
-    nest = {str(sch.get(b).name_hint) for b in sch.get_child_blocks(done_loop)}
+    for blk in sch.get_child_blocks(root)[:-1]:
+        if str(sch.get(blk).name_hint) not in nest and _untouched(sch, blk):
+            try:
+                sch.compute_inline(blk)
+            except s_tir.schedule.ScheduleError:
+                pass  # a reduction, or read in a way that cannot be inlined
     for blk in sch.get_child_blocks(root):
-        stmt = sch.get(blk)
-        if stmt.name_hint in nest or any(iv.iter_type != 0 for iv in stmt.iter_vars):
-            continue  # part of the template's nest, or a reduction
-        loops = sch.get_loops(blk)
-        if not loops or any(sch.get(loop).kind != 0 for loop in loops):
-            continue  # no loops, or the template already scheduled it (parallel, vector, ...)
-        inner = loops[-1]
-        extent = sch.get(inner).extent
-        if len(loops) > 1:
-            sch.parallel(sch.fuse(*loops[:-1]))
-        if int(extent) % lanes == 0 or int(extent) in (2, 4, 8):
-            sch.vectorize(inner)
+        if str(sch.get(blk).name_hint) in nest or not _untouched(sch, blk):
+            continue
+        if any(iv.iter_type != 0 for iv in sch.get(blk).iter_vars):
+            continue
+        if not _point_reads(sch, blk):
+            continue
+        try:
+            _parallel_vectorize(sch, sch.get_loops(blk), lanes)
+        except s_tir.schedule.ScheduleError:
+            continue  # loops not perfectly nested: leave them as they are
+
+
+def _untouched(sch: s_tir.Schedule, block) -> bool:
+    """Has loops, all serial, unannotated (nothing scheduled it yet) and of a static, non-zero
+    extent (a symbolic or empty loop is left as it is)."""
+    loops = sch.get_loops(block)
+    return bool(loops) and all(
+        sch.get(loop).kind == 0 and _static_positive(sch.get(loop).extent) for loop in loops
+    )
+
+
+def _static_positive(extent) -> bool:
+    return hasattr(extent, "value") and int(extent.value) > 0
+
+
+def _point_reads(sch: s_tir.Schedule, block) -> bool:
+    """Every read is one element per block instance (a layout transform, an elementwise op).
+    A gather (resize, take) reads a data-dependent region and is left alone: nearest-neighbour
+    resize computes its source pixel in float arithmetic, and fusing or vectorizing its loops
+    changed the rounding at ties (ONNX test_resize_upsample_sizes_nearest)."""
+    return all(
+        all(_static_positive(r.extent) and int(r.extent.value) == 1 for r in region.region)
+        for region in sch.get(block).reads
+    )
+
+
+def _parallel_vectorize(sch: s_tir.Schedule, loops, lanes: int) -> None:
+    inner = loops[-1]
+    extent = int(sch.get(inner).extent)
+    if len(loops) > 1:
+        sch.parallel(sch.fuse(*loops[:-1]))
+    if extent % lanes == 0 and extent > lanes:
+        sch.vectorize(sch.split(inner, [None, lanes])[1])
+    elif extent in (lanes, 2, 4, 8) and extent <= lanes:
+        sch.vectorize(inner)
 
 
 def fuse_epilogue(sch: s_tir.Schedule, block, loop) -> object | None:

@@ -12,6 +12,7 @@ from tvm.script import relax as R
 
 from tilecc.compiler import api
 from tilecc.compiler.build import compile_imported, template_plan
+from tilecc.compiler.pipeline import relax_pipeline
 from tilecc.compiler.reference import ort_run
 from tilecc.compiler.templates import conv2d_workload, default_template
 from tilecc.schedules.registry import templates_for
@@ -141,3 +142,29 @@ def test_records_choose_the_configuration(se_path, tmp_path):
     assert picked.source == "records" and picked.config == other
     line = json.loads((tmp_path / "r.json").read_text().splitlines()[0])
     assert line["template"] == "conv2d_direct"
+
+
+def test_kernels_without_template_get_parallel_vectorized_loops():
+    import tvm
+
+    from tilecc.compiler.pipeline import legalize_passes
+
+    spec = get_target("x86")
+    bb = relax.BlockBuilder()
+    x = relax.Var("x", R.Tensor((2, 32, 8, 16), "float32"))
+    with bb.function("main", [x]):
+        with bb.dataflow():
+            t = bb.emit(relax.op.permute_dims(x, [0, 2, 3, 1]))
+            y = bb.emit_output(relax.op.nn.relu(relax.op.add(t, relax.const(1.0))))
+        bb.emit_func_output(y)
+    plan = template_plan(spec)
+    with spec.tvm(2):
+        lowered = tvm.transform.Sequential(legalize_passes(plan))(bb.get())
+    (kernel,) = [f for _, f in lowered.functions_items() if isinstance(f, tvm.tirx.PrimFunc)]
+    text = kernel.script()
+    assert "T.parallel" in text and "T.vectorized" in text
+    assert text.count("T.sblock(") == 2  # root and one block: the chain was inlined
+    ex = tvm.compile(bb.get(), target=spec.tvm(2), relax_pipeline=relax_pipeline(spec.tvm(2), plan))
+    data = np.random.default_rng(0).standard_normal((2, 32, 8, 16)).astype(np.float32)
+    got = relax.VirtualMachine(ex, tvm.cpu())["main"](tvm.runtime.tensor(data)).numpy()
+    np.testing.assert_array_equal(got, np.maximum(data.transpose(0, 2, 3, 1) + 1, 0))
