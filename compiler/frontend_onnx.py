@@ -19,7 +19,7 @@ from onnx import external_data_helper
 
 from .assets import sha256
 from .errors import ModelError, ShapeError, UnsupportedOpsError
-from .onnx_canonicalize import clip_bounds_as_constants, clip_converter
+from .onnx_canonicalize import clip_bounds_as_constants, clip_converter, initializers_as_constants
 from .onnx_fold import fold_constants
 
 
@@ -244,24 +244,8 @@ def integer_initializers_as_constants(model: onnx.ModelProto) -> onnx.ModelProto
     looks it up; Expand does not, and takes the dynamic path instead: a symbolic output shape, and
     a 1 in the target shape read as 1 instead of "keep this dim". Constants reach every converter.
     """
-    moved = [i for i in model.graph.initializer if i.data_type in _INDEX_DTYPES]
-    if not moved:
-        return model
-    names = {i.name for i in moved}
-    new = onnx.ModelProto()
-    new.CopyFrom(model)
-    graph = new.graph
-    kept_inits = [i for i in graph.initializer if i.name not in names]
-    kept_inputs = [i for i in graph.input if i.name not in names]  # old exporters list both
-    nodes = [onnx.helper.make_node("Constant", [], [i.name], value=i) for i in moved]
-    nodes.extend(graph.node)
-    del graph.initializer[:]
-    graph.initializer.extend(kept_inits)
-    del graph.input[:]
-    graph.input.extend(kept_inputs)
-    del graph.node[:]
-    graph.node.extend(nodes)
-    return new
+    moved = {i.name for i in model.graph.initializer if i.data_type in _INDEX_DTYPES}
+    return initializers_as_constants(model, moved)
 
 
 def _to_relax(model, inputs, source):

@@ -22,6 +22,29 @@ import onnx
 from onnx import numpy_helper
 
 
+def initializers_as_constants(model: onnx.ModelProto, names) -> onnx.ModelProto:
+    """A copy of `model` in which the initializers named in `names` are Constant nodes (placed
+    first) instead, and no longer graph inputs (old exporters list initializers as both)."""
+    names = set(names)
+    if not names:
+        return model
+    new = onnx.ModelProto()
+    new.CopyFrom(model)
+    graph = new.graph
+    moved = [i for i in graph.initializer if i.name in names]
+    kept = [i for i in graph.initializer if i.name not in names]
+    kept_inputs = [i for i in graph.input if i.name not in names]
+    nodes = [onnx.helper.make_node("Constant", [], [i.name], value=i) for i in moved]
+    nodes.extend(graph.node)
+    del graph.initializer[:]
+    graph.initializer.extend(kept)
+    del graph.input[:]
+    graph.input.extend(kept_inputs)
+    del graph.node[:]
+    graph.node.extend(nodes)
+    return new
+
+
 def clip_bounds_as_constants(model: onnx.ModelProto) -> onnx.ModelProto:
     """Move the scalar initializers that Clip nodes use as bounds into Constant nodes."""
     inits = {i.name: i for i in model.graph.initializer}
@@ -32,24 +55,7 @@ def clip_bounds_as_constants(model: onnx.ModelProto) -> onnx.ModelProto:
         for name in node.input[1:]
         if name in inits and numpy_helper.to_array(inits[name]).size == 1
     }
-    if not bounds:
-        return model
-    new = onnx.ModelProto()
-    new.CopyFrom(model)
-    graph = new.graph
-    kept = [i for i in graph.initializer if i.name not in bounds]
-    kept_inputs = [i for i in graph.input if i.name not in bounds]
-    nodes = [
-        onnx.helper.make_node("Constant", [], [name], value=inits[name]) for name in sorted(bounds)
-    ]
-    nodes.extend(graph.node)
-    del graph.initializer[:]
-    graph.initializer.extend(kept)
-    del graph.input[:]
-    graph.input.extend(kept_inputs)
-    del graph.node[:]
-    graph.node.extend(nodes)
-    return new
+    return initializers_as_constants(model, bounds)
 
 
 @contextlib.contextmanager
