@@ -29,6 +29,7 @@ from tilecc.compiler.sample_inputs import ppocr_input
 from tilecc.compiler.templates import TemplatePlan
 from tilecc.compiler.tuning import measurer_for, model_workloads
 from tilecc.schedules.tune import Candidate, Records
+from tilecc.schedules.workload import workload_from_key
 from tilecc.targets import get_target
 
 MODELS = [("det", (1, 3, 640, 640)), ("cls", (1, 3, 48, 192)), ("rec", (1, 3, 48, 320))]
@@ -111,7 +112,29 @@ def whole_models(records_path: Path, threads: int, repeat: int) -> list[tuple]:
     return rows
 
 
-def render(peak, minutes, layers, models, threads, trials) -> str:
+def winograd_vs_direct(records: Records) -> list[str]:
+    """Markdown rows: best Winograd vs best direct record per stride-1 3x3 conv with >= 64
+    input channels (both tuned in the same run)."""
+    best: dict[tuple[str, str], float] = {}
+    for record in records:
+        if record.timed and record.template in ("conv2d_winograd", "conv2d_direct"):
+            key = (record.workload, record.template)
+            best[key] = min(best.get(key, float("inf")), record.seconds)
+    rows = []
+    for workload_key in sorted({w for w, _ in best}):
+        workload = workload_from_key(workload_key)
+        both = [best.get((workload_key, t)) for t in ("conv2d_direct", "conv2d_winograd")]
+        if None in both or workload.in_channels < 64:
+            continue
+        direct, winograd = both
+        rows.append(
+            f"| {workload.describe()} | {direct * 1e3:.3f} | {winograd * 1e3:.3f} | "
+            f"{direct / winograd:.2f}x |"
+        )
+    return rows
+
+
+def render(peak, minutes, layers, models, threads, trials, winograd_rows=()) -> str:
     lines = [
         "# Kernel templates and tuning: PP-OCRv4 on this host",
         "",
@@ -141,7 +164,20 @@ def render(peak, minutes, layers, models, threads, trials) -> str:
     ]
     for name, count, t0, g0, t1, g1, pct in layers:
         lines.append(f"| {name} | {count} | {t0} | {g0:.1f} | {t1} | {g1:.1f} | {pct:.0f}% |")
+    lines += [""] + winograd_section(winograd_rows)
     return "\n".join(lines) + "\n"
+
+
+def winograd_section(rows) -> list[str]:
+    return [
+        "## Winograd vs direct: stride-1 3x3 convs with >= 64 input channels (det, cls, rec)",
+        "",
+        "Best tuned record of each template for the same workload (ms, from the tuning run).",
+        "",
+        "| layer | direct | Winograd | speed-up |",
+        "|---|---|---|---|",
+        *rows,
+    ]
 
 
 def main() -> int:
@@ -158,7 +194,15 @@ def main() -> int:
     minutes = tune_models(records, args.trials, args.threads)
     layers = conv_layers(Records(records), args.threads, peak)
     models = whole_models(records, args.threads, args.repeat)
-    text = render(peak, minutes, layers, models, args.threads, args.trials)
+    text = render(
+        peak,
+        minutes,
+        layers,
+        models,
+        args.threads,
+        args.trials,
+        winograd_vs_direct(Records(records)),
+    )
     with atomic_output(args.out) as tmp:
         tmp.write_text(text)
     print(text)
