@@ -60,6 +60,9 @@ def drive_tune(args) -> int:
     )
     for warning in summary.warnings:
         progress(f"warning: {warning}")
+    if not summary.tasks:
+        progress(f"notice: {args.model} has no conv2d or dense that a kernel template computes")
+        return 0
     progress(
         f"tuned {len(summary.tasks)} task(s), {summary.measured} new measurement(s) in "
         f"{time.perf_counter() - start:.0f} s; records: {args.output}"

@@ -101,3 +101,19 @@ def _parses(line: str) -> bool:
         return True
     except ValueError:
         return False
+
+
+def test_model_without_tunable_ops_is_a_notice(cli, tmp_path):
+    from onnx import TensorProto, helper
+
+    graph = helper.make_graph(
+        [helper.make_node("Relu", ["x"], ["y"])],
+        "relu",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 4])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 4])],
+    )
+    path = tmp_path / "relu.onnx"
+    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)]), path)
+    code, _out, err = cli("tune", path, "-o", tmp_path / "r.json")
+    assert code == 0 and "notice:" in err and "no conv2d or dense" in err
+    assert not (tmp_path / "r.json").exists()
