@@ -6,8 +6,9 @@ on this target, else the template's default. Then:
 - `legalize_map()` plugs into `LegalizeOps(customize_legalize_map=...)`: each op becomes the
   template's TE compute, its weight transform a separate call that FoldConstant evaluates at
   compile time;
-- `ScheduleTemplates` runs after FuseOps/FuseTIR: every fused PrimFunc holding a template's
-  block (found by its annotations) gets that template's schedule, epilogue included.
+- `schedule_templates` runs after FuseOps/FuseTIR: every fused PrimFunc holding a template's
+  block (found by its annotations) gets that template's schedule, epilogue included; every
+  other kernel (layout transforms, elementwise chains) gets a plain parallel / vectorized one.
 """
 
 from __future__ import annotations
@@ -258,7 +259,8 @@ def _schedule_plain(sch: s_tir.Schedule, lanes: int) -> bool:
 
 
 def schedule_templates(plan: TemplatePlan) -> tvm.transform.Pass:
-    """Module pass: schedule every PrimFunc that holds a template's block (after FuseTIR)."""
+    """Module pass (after FuseTIR): each PrimFunc holding a template's block gets the
+    template's schedule, every other one `schedule_rest`'s plain one."""
 
     @tvm.transform.module_pass(opt_level=0, name="tilecc-schedule-templates")
     def _pass(mod: tvm.IRModule, _ctx) -> tvm.IRModule:
@@ -272,7 +274,7 @@ def schedule_templates(plan: TemplatePlan) -> tvm.transform.Pass:
                 if _schedule_plain(sch, plan.lanes):
                     updates[gvar] = sch.mod["main"]
                 continue
-            if len(blocks) != 1:
+            if len(blocks) != 1:  # FuseOps never fuses two reductions; leave such a kernel be
                 continue
             name, workload_key, cfg = read_annotations(sch, blocks[0])
             template, workload = get_template(name), workload_from_key(workload_key)
