@@ -51,8 +51,12 @@ def _blockable(call, block: int) -> bool:
 
 
 def _macs(call) -> int:
+    """Multiply-adds of a conv; 0 when a dim is symbolic (it then weighs nothing in the choice)."""
     out, weight = call.ty.shape, call.args[1].ty.shape
-    return _prod(out) * _prod(list(weight)[1:])
+    try:
+        return _prod(out) * _prod(list(weight)[1:])
+    except TypeError:
+        return 0
 
 
 def _prod(dims) -> int:

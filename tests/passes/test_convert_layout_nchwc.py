@@ -145,6 +145,21 @@ def test_block_is_the_largest_that_converts_most_work():
     assert ConvertLayoutNCHWc(block=16, min_block=16).choose_block(Before["main"]) is None
 
 
+def test_no_change_with_symbolic_spatial_size():
+    @I.ir_module
+    class Before:
+        @R.function
+        def main(
+            x: R.Tensor((1, 16, "h", "w"), "float32"), weight: R.Tensor((16, 16, 1, 1), "float32")
+        ):
+            with R.dataflow():
+                y = R.nn.conv2d(x, weight)
+                R.output(y)
+            return y
+
+    check(Before, Before, block=16)
+
+
 @pytest.mark.parametrize("options", [{"block": 12}, {"block": 1}, {"block": 4, "min_block": 8}])
 def test_bad_block_options_are_refused(options):
     with pytest.raises(PassOptionError, match="convert-layout-nchwc"):
