@@ -3,8 +3,9 @@
 `@register_pass("name", scope="function"|"module")` turns a class into a TVM pass named `name`
 (`relax.transform.function_pass` / `tvm.transform.module_pass`, opt_level 0), so PassContext
 instruments and `PassTimingInstrument` see the same name the pipeline text uses. Like MLIR's
-`Passes.td`, one record drives registration and docs: the summary is the docstring's first line,
-the options are `__init__`'s keyword parameters (type from the annotation, default required).
+`Passes.td`, one record drives registration and docs: the summary is the docstring's first
+paragraph, the options are `__init__`'s keyword parameters (type from the annotation, default
+required).
 
 Option values arrive as text (`dce{entry-functions=main,init}`); `PassInfo.create` converts them
 to the declared type: int, float, bool (true/false/1/0/yes/no/on/off), str, or tuple[str|int|float,
@@ -172,7 +173,7 @@ def register_pass(name: str, scope: str = "function"):
             raise TypeError(f"pass {name}: the class docstring is its documentation; add one")
         options = _options(cls, name)
         tvm_cls = wrappers[scope](opt_level=0, name=name)(cls)
-        summary = doc.splitlines()[0]
+        summary = " ".join(doc.split("\n\n")[0].split())  # the first paragraph, one line
         _PASSES[name] = PassInfo(name, scope, summary, doc, options, tvm_cls)
         return tvm_cls
 
