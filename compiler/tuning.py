@@ -68,8 +68,7 @@ def extract_tasks(imported: ImportedModel, target: TargetSpec) -> list[Task]:
 
 def measurer_for(target: TargetSpec, threads: int, timeout_s: float):
     """Timed local measurement for a host target; correctness-only emulation otherwise."""
-    spec = dict(target.tvm_target() if callable(target.tvm_target) else target.tvm_target)
-    spec.setdefault("num-cores", threads)
+    spec = target.target_dict(threads)
     if target.runner is None:
         return LocalMeasurer(spec, timeout_s=timeout_s, threads=threads, lanes=target.vector_lanes)
     return QemuMeasurer(

@@ -61,8 +61,12 @@ class TargetSpec:
     tuning_key: str = ""
     options: dict[str, Any] = field(default_factory=dict)
 
-    def tvm(self, num_cores: int | None = None) -> tvm.target.Target:
-        """The `tvm.target.Target` (a dict with `num-cores`; TVM refuses CLI strings)."""
+    def target_dict(self, num_cores: int | None = None) -> dict[str, Any]:
+        """The TVM target as a plain dict with `num-cores` (what measuring workers receive)."""
         spec = dict(self.tvm_target() if callable(self.tvm_target) else self.tvm_target)
         spec.setdefault("num-cores", int(num_cores or self.options.get("threads", 2)))
-        return tvm.target.Target(spec)
+        return spec
+
+    def tvm(self, num_cores: int | None = None) -> tvm.target.Target:
+        """The `tvm.target.Target` (built from a dict; TVM refuses CLI strings)."""
+        return tvm.target.Target(self.target_dict(num_cores))

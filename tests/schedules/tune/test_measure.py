@@ -55,7 +55,7 @@ def test_crash_timeout_and_errors_are_named_and_later_candidates_measured():
 @pytest.mark.qemu
 def test_qemu_measurer_checks_correctness_without_timing():
     arm = get_target("arm-cpu")
-    target = {**arm.tvm_target, "num-cores": 2}
+    target = arm.target_dict(2)
     measurer = QemuMeasurer(target, arm.runner, arm.cross_compiler, timeout_s=120)
     assert not measurer.timed and measurer.lanes == 4
     assert "emulated time is not speed" in measurer.note

@@ -23,7 +23,7 @@ CASES = [
 @pytest.mark.qemu
 def test_templates_on_aarch64_match_numpy():
     arm = get_target("arm-cpu")
-    target = {**arm.tvm_target, "num-cores": 2}
+    target = arm.target_dict(2)
     candidates = []
     for name, workload in CASES:
         template = get_template(name)
