@@ -247,17 +247,6 @@ def dense_workload(call: relax.Call) -> DenseWorkload | None:
     return DenseWorkload(m=m, n=wshape[1], k=wshape[0])
 
 
-def _schedule_plain(sch: s_tir.Schedule, lanes: int) -> bool:
-    """A kernel no template computes: parallel + vectorized injective loops (schedule_rest).
-    False when it has no blocks to schedule (hand-written TIR)."""
-    try:
-        sch.get_sblock("root")
-    except s_tir.schedule.ScheduleError:
-        return False
-    schedule_rest(sch, None, lanes)
-    return True
-
-
 def schedule_templates(plan: TemplatePlan) -> tvm.transform.Pass:
     """Module pass (after FuseTIR): each PrimFunc holding a template's block gets the
     template's schedule, every other one `schedule_rest`'s plain one."""
@@ -271,8 +260,8 @@ def schedule_templates(plan: TemplatePlan) -> tvm.transform.Pass:
             sch = s_tir.Schedule(tvm.IRModule({"main": func}))
             blocks = template_blocks(sch)
             if not blocks:
-                if _schedule_plain(sch, plan.lanes):
-                    updates[gvar] = sch.mod["main"]
+                schedule_rest(sch, None, plan.lanes)
+                updates[gvar] = sch.mod["main"]
                 continue
             if len(blocks) != 1:  # FuseOps never fuses two reductions; leave such a kernel be
                 continue

@@ -120,10 +120,13 @@ def schedule_rest(sch: s_tir.Schedule, done_loop, lanes: int) -> None:
     split into `lanes`-wide vectors when it divides evenly. Reductions and gathers keep their
     loops (what topi made of them).
     """
+    try:
+        root = sch.get_sblock("root")
+    except s_tir.schedule.ScheduleError:  # hand-written TIR (topi's scan kernels): no blocks
+        return
     nest = set()
     if done_loop is not None:
         nest = {str(sch.get(b).name_hint) for b in sch.get_child_blocks(done_loop)}
-    root = sch.get_sblock("root")
     for blk in sch.get_child_blocks(root)[:-1]:
         if str(sch.get(blk).name_hint) not in nest and _untouched(sch, blk):
             try:
