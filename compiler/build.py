@@ -18,6 +18,7 @@ import tvm
 from tvm import relax
 
 from tilecc.targets import TargetSpec
+from tilecc.targets.accelerator import partition
 
 from .errors import ToolError
 from .files import atomic_output
@@ -85,20 +86,33 @@ def compile_imported(
     threads: int | None = None,
     ir: IROptions | None = None,
     plan: TemplatePlan | None = None,
+    codegen_options: dict[str, str] | None = None,
+    on_partition=None,
 ):
     """Relax -> graph passes -> VM executable for `target` (weights embedded); kernels from
-    `plan` (default: template defaults, no records)."""
+    `plan` (default: template defaults, no records). An accelerator target first partitions
+    the graph (`on_partition(report)` hears how) and compiles its subgraphs with its codegen
+    (`codegen_options`)."""
     tvm_target = target.tvm(threads)
     plan = plan or template_plan(target)
-    mod = with_metadata(optimize(imported, target, ir), metadata(imported, target))
-    return tvm.compile(mod, target=tvm_target, relax_pipeline=relax_pipeline(tvm_target, plan))
+    mod = optimize(imported, target, ir)
+    codegen = None
+    if target.accelerator is not None:
+        mod, report = partition(mod, target.accelerator)
+        if on_partition is not None:
+            on_partition(report)
+        codegen = relax.transform.RunCodegen({target.accelerator.name: codegen_options or {}})
+    mod = with_metadata(mod, metadata(imported, target))
+    return tvm.compile(
+        mod, target=tvm_target, relax_pipeline=relax_pipeline(tvm_target, plan, codegen)
+    )
 
 
 def export(executable, target: TargetSpec, out_path: str | Path) -> Path:
     """Link `executable` into `out_path` (cross-linked for foreign targets); nothing partial is
     ever left under `out_path` or beside it."""
     out = Path(out_path)
-    kwargs = {}
+    kwargs = {"options": list(target.export_options)} if target.export_options else {}
     if target.cross_compiler:
         kwargs["fcompile"] = tvm.support.cc.cross_compiler(target.cross_compiler)
     with atomic_output(out, ".so") as tmp:

@@ -30,11 +30,15 @@ def legalize_passes(plan: TemplatePlan | None) -> list[tvm.transform.Pass]:
 
 
 def lowering_passes(
-    target: tvm.target.Target, plan: TemplatePlan | None = None
+    target: tvm.target.Target,
+    plan: TemplatePlan | None = None,
+    codegen: tvm.transform.Pass | None = None,
 ) -> list[tvm.transform.Pass]:
-    """Relax graph -> fused, scheduled TIR + VM-ready Relax."""
+    """Relax graph -> fused, scheduled TIR + VM-ready Relax; `codegen` (an accelerator's
+    RunCodegen) first turns its partitioned functions into external calls."""
     return (
-        cpu_generic.library_dispatch_passes(target)
+        ([codegen] if codegen is not None else [])
+        + cpu_generic.library_dispatch_passes(target)
         + legalize_passes(plan)
         + cpu_generic.dataflow_lower_passes(target)
         + cpu_generic.finalize_passes(target)
@@ -42,13 +46,15 @@ def lowering_passes(
 
 
 def relax_pipeline(
-    target: tvm.target.Target, plan: TemplatePlan | None = None
+    target: tvm.target.Target,
+    plan: TemplatePlan | None = None,
+    codegen: tvm.transform.Pass | None = None,
 ) -> tvm.transform.Pass:
     """One module pass that runs `lowering_passes` under `target` (what `tvm.compile` takes)."""
 
     @tvm.transform.module_pass(opt_level=0, name="tilecc-lowering")
     def _pipeline(mod: tvm.IRModule, _ctx) -> tvm.IRModule:
         with target:
-            return tvm.transform.Sequential(lowering_passes(target, plan))(mod)
+            return tvm.transform.Sequential(lowering_passes(target, plan, codegen))(mod)
 
     return _pipeline

@@ -45,7 +45,10 @@ class TargetSpec:
         kernel templates' vector width and the layout block.
     tuning_key: the target key under which tuning records for this target are filed (records
         from another CPU model do not apply).
-    options: target options with defaults; each surfaces as `--target-<name>-<option>`.
+    options: target options with defaults.
+    export_options: flags for the C compiler when the `.so` links C sources (accelerators).
+    accelerator: the BYOC plug-in (targets/accelerator.py) ops are offloaded to; None: none.
+    host: for an accelerator target, the CPU target the rest of the model runs on.
     """
 
     name: str
@@ -60,6 +63,9 @@ class TargetSpec:
     vector_lanes: int = 4
     tuning_key: str = ""
     options: dict[str, Any] = field(default_factory=dict)
+    export_options: tuple[str, ...] = ()
+    accelerator: Any = None
+    host: str | None = None
 
     def target_dict(self, num_cores: int | None = None) -> dict[str, Any]:
         """The TVM target as a plain dict with `num-cores` (what measuring workers receive)."""

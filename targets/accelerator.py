@@ -1,0 +1,229 @@
+"""The plug-in surface for an accelerator target (BYOC): a pattern table and a C codegen.
+
+An accelerator is one `Accelerator` record. tilecc partitions a model with its pattern table
+(TVM's `FuseOpsByPattern` + `MergeCompositeFunctions`), hands every partitioned function to its
+`codegen` through TVM's BYOC hook (`relax.ext.<name>`, run by `RunCodegen`), and links the C
+that comes back into the same `.so` as the host code. Ops outside the table stay on the host CPU.
+
+    ACCEL = Accelerator(name="toy", patterns=..., codegen=..., why_not=...)
+    TARGET = accelerator_target("toy", "a toy accelerator", ACCEL, host=x86.TARGET)
+
+`targets/npu/` is the worked example; `tutorials/new_target.py` adds one in under 100 lines.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections import Counter
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+
+import tvm
+from tvm import relax
+from tvm.relax.transform import FusionPattern
+
+from .spec import TargetSpec
+
+
+@dataclass(frozen=True)
+class Accelerator:
+    """One accelerator's BYOC plug-in.
+
+    name: the codegen name; partitioned functions carry `Codegen=<name>`, and the codegen is
+        registered as the TVM global `relax.ext.<name>`.
+    patterns: `() -> [FusionPattern]`, the pattern table (Relax DPL), most specific first.
+    codegen: `(functions, options) -> CSource`: C for every partitioned function, one
+        translation unit; `options` are the target's codegen options (strings).
+    why_not: `(call) -> str | None`: why an op the table does not take stays on the CPU
+        (None: the op is supported; it stayed for its operands or neighbours).
+    supports: what the accelerator runs, one phrase each, for `tilecc targets`.
+    compile_options: C compiler flags for the generated code.
+    """
+
+    name: str
+    patterns: Callable[[], Sequence[FusionPattern]]
+    codegen: Callable[[list[relax.Function], dict[str, str]], CSource]
+    why_not: Callable[[relax.Call], str | None]
+    supports: tuple[str, ...] = ()
+    compile_options: tuple[str, ...] = ("-O2",)
+
+
+@dataclass(frozen=True)
+class CSource:
+    """What a codegen returns: one C translation unit and the functions it exports (each with
+    the TVM FFI calling convention, `__tvm_ffi_<name>`)."""
+
+    code: str
+    functions: list[str] = field(default_factory=list)
+
+
+def accelerator_target(
+    name: str, summary: str, accelerator: Accelerator, host: TargetSpec, **fields
+) -> TargetSpec:
+    """A target that offloads to `accelerator` and runs everything else on `host`."""
+    _register_codegen(accelerator)
+    fields.setdefault("graph_pipeline", host.graph_pipeline)
+    return dataclasses.replace(
+        host,
+        name=name,
+        summary=summary,
+        accelerator=accelerator,
+        host=host.name,
+        export_options=host.export_options + accelerator.compile_options,
+        **fields,
+    )
+
+
+def on_host(spec: TargetSpec, host: TargetSpec) -> TargetSpec:
+    """`spec`'s accelerator with `host` as its CPU (`--target npu --host arm-cpu`)."""
+    if spec.accelerator is None:
+        raise ValueError(f"target '{spec.name}' has no accelerator; --host applies to one")
+    return accelerator_target(
+        spec.name, spec.summary, spec.accelerator, host, graph_pipeline=spec.graph_pipeline
+    )
+
+
+def _register_codegen(accelerator: Accelerator) -> None:
+    def codegen(functions, options, _constant_names):
+        source = accelerator.codegen(list(functions), {str(k): str(v) for k, v in options.items()})
+        create = tvm.get_global_func("runtime.CSourceModuleCreate")
+        return [create(source.code, "c", source.functions, [])]
+
+    tvm.register_global_func(f"relax.ext.{accelerator.name}", codegen, override=True)
+
+
+# ---- partitioning --------------------------------------------------------------------------
+
+
+@dataclass
+class PartitionReport:
+    """Which ops went to the accelerator (by subgraph) and which stayed on the CPU, and why."""
+
+    accelerator: str
+    subgraphs: dict[str, Counter] = field(default_factory=dict)
+    host_ops: dict[str, Counter] = field(default_factory=dict)  # op -> Counter(reason)
+
+    @property
+    def offloaded(self) -> int:
+        return sum(sum(c.values()) for c in self.subgraphs.values())
+
+    @property
+    def on_host(self) -> int:
+        return sum(sum(c.values()) for c in self.host_ops.values())
+
+    def summary(self) -> str:
+        total = self.offloaded + self.on_host
+        if not self.offloaded:
+            return (
+                f"notice: no op of this model runs on {self.accelerator} "
+                f"({total} ops stay on the host CPU; see --partition-report)"
+            )
+        return (
+            f"{self.accelerator}: {self.offloaded} of {total} ops in "
+            f"{len(self.subgraphs)} subgraph(s); {self.on_host} on the host CPU"
+        )
+
+    def text(self) -> str:
+        lines = [self.summary(), ""]
+        for name, ops in self.subgraphs.items():
+            body = ", ".join(f"{op} x{n}" for op, n in sorted(ops.items()))
+            lines.append(f"  {name}: {body}")
+        if self.host_ops:
+            lines += ["", "on the host CPU:"]
+            for op, reasons in sorted(self.host_ops.items()):
+                for reason, n in reasons.most_common():
+                    lines.append(f"  {op} x{n}: {reason}")
+        return "\n".join(lines) + "\n"
+
+
+def partition(mod: tvm.IRModule, accelerator: Accelerator) -> tuple[tvm.IRModule, PartitionReport]:
+    """Group the ops `accelerator`'s table matches into composite functions, merge neighbours
+    into subgraphs marked `Codegen=<name>`; the rest stays in `main` for the host."""
+    patterns = list(accelerator.patterns())
+    mod = relax.transform.FuseOpsByPattern(patterns, bind_constants=True, annotate_codegen=False)(
+        mod
+    )
+    mod = relax.transform.MergeCompositeFunctions()(mod)
+    mod = _number_subgraphs(mod, accelerator.name)
+    return mod, partition_report(mod, accelerator)
+
+
+def _number_subgraphs(mod: tvm.IRModule, name: str) -> tvm.IRModule:
+    """Subgraphs `<name>_0`, `<name>_1`, ... in the order `main` calls them (MergeComposite
+    names them after every op they hold)."""
+    order = []
+    for call in _op_calls(mod["main"]):
+        if isinstance(call.op, tvm.ir.GlobalVar) and call.op not in order:
+            func = mod[call.op]
+            if isinstance(func, relax.Function) and _codegen_of(func) == name:
+                order.append(call.op)
+    if not order:
+        return mod
+    builder = relax.BlockBuilder()
+    renamed = {
+        old: builder.add_func(mod[old].with_attr("global_symbol", f"{name}_{i}"), f"{name}_{i}")
+        for i, old in enumerate(order)
+    }
+
+    @relax.expr_functor.mutator
+    class Rename(relax.PyExprMutator):
+        def visit_call_(self, call):
+            call = super().visit_call_(call)
+            if isinstance(call.op, tvm.ir.GlobalVar) and call.op in renamed:
+                return relax.Call(renamed[call.op], call.args, call.attrs, call.ty_args)
+            return call
+
+    for gvar, func in mod.functions_items():
+        if gvar in renamed:
+            continue
+        if gvar.name_hint == "main":
+            func = Rename().visit_expr(func)
+        builder.add_func(func, gvar.name_hint)
+    return builder.get().with_attrs(mod.attrs) if mod.attrs else builder.get()
+
+
+def partition_report(mod: tvm.IRModule, accelerator: Accelerator) -> PartitionReport:
+    report = PartitionReport(accelerator.name)
+    for gvar, func in mod.functions_items():
+        if isinstance(func, relax.Function) and _codegen_of(func) == accelerator.name:
+            report.subgraphs[gvar.name_hint] = _ops_inlined(func)
+    for call in _op_calls(mod["main"]):
+        if isinstance(call.op, tvm.ir.Op):
+            reason = accelerator.why_not(call) or "supported, but not where it sits (operands)"
+            report.host_ops.setdefault(_op_name(call), Counter())[reason] += 1
+    return report
+
+
+def _ops_inlined(func: relax.Function) -> Counter:
+    """Op counts of a subgraph, each call of a (shared) composite function counted."""
+    local: dict = {}
+    counts: Counter = Counter()
+    for block in func.body.blocks:
+        for binding in block.bindings:
+            value = binding.value
+            if isinstance(value, relax.Function):
+                local[binding.var] = _ops_inlined(value)
+            elif isinstance(value, relax.Call) and isinstance(value.op, tvm.ir.Op):
+                counts[_op_name(value)] += 1
+            elif isinstance(value, relax.Call) and value.op in local:
+                counts.update(local[value.op])
+    return counts
+
+
+def _codegen_of(func: relax.Function) -> str | None:
+    return func.attrs["Codegen"] if func.attrs and "Codegen" in func.attrs else None
+
+
+def _op_name(call: relax.Call) -> str:
+    return call.op.name.removeprefix("relax.")
+
+
+def _op_calls(func: relax.Function) -> list[relax.Call]:
+    calls = []
+
+    def visit(expr):
+        if isinstance(expr, relax.Call):
+            calls.append(expr)
+
+    relax.analysis.post_order_visit(func.body, visit)
+    return calls

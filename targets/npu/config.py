@@ -1,0 +1,96 @@
+"""The simulated NPU core's configuration: buffer sizes and the cost model's rates.
+
+Defaults follow one AI core of an Ascend 310-class NPU. A JSON file given to
+`tilecc compile --target npu --npu-config FILE` overrides any of the fields below, e.g.
+`{"l1_kib": 512, "ub_kib": 128}`.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from dataclasses import dataclass
+from pathlib import Path
+
+from tilecc.compiler.errors import TilecError
+
+CUBE = 16  # the cube unit multiplies 16x16 by 16x16 fp16 fractals
+FRACTAL_FP16 = CUBE * CUBE * 2  # bytes of one fp16 fractal (L0A / L0B / L1)
+FRACTAL_FP32 = CUBE * CUBE * 4  # bytes of one fp32 fractal (L0C)
+
+
+class NpuConfigError(TilecError):
+    """An NPU configuration that cannot run the cube unit's tiles."""
+
+
+@dataclass(frozen=True)
+class NpuConfig:
+    l1_kib: int = 1024
+    ub_kib: int = 256
+    l0a_kib: int = 64
+    l0b_kib: int = 64
+    l0c_kib: int = 256
+    dma_bytes_per_cycle: int = 32
+    dma_latency: int = 64
+    mte1_bytes_per_cycle: int = 256
+    vector_lanes: int = 128
+    issue_cycles: int = 8
+    clock_mhz: int = 1000
+
+    def buffer_bytes(self) -> dict[str, int]:
+        return {
+            "L1": self.l1_kib * 1024,
+            "UB": self.ub_kib * 1024,
+            "L0A": self.l0a_kib * 1024,
+            "L0B": self.l0b_kib * 1024,
+            "L0C": self.l0c_kib * 1024,
+        }
+
+    def validate(self, source: str = "npu config") -> NpuConfig:
+        """Refuse buffers that cannot hold one cube tile (and nonsensical rates)."""
+        need = {
+            "l0a_kib": FRACTAL_FP16,
+            "l0b_kib": FRACTAL_FP16,
+            "l0c_kib": FRACTAL_FP32,
+            "l1_kib": 2 * FRACTAL_FP16,
+            "ub_kib": 2 * FRACTAL_FP16,
+        }
+        for name, minimum in need.items():
+            have = getattr(self, name) * 1024
+            if have < minimum:
+                raise NpuConfigError(
+                    f"{source}: {name}={getattr(self, name)} gives {have} bytes, too small for "
+                    f"one {CUBE}x{CUBE} tile ({minimum} bytes)"
+                )
+        for f in dataclasses.fields(self):
+            if getattr(self, f.name) <= 0:
+                raise NpuConfigError(f"{source}: {f.name} must be positive")
+        return self
+
+    @classmethod
+    def from_file(cls, path: str | Path) -> NpuConfig:
+        path = Path(path)
+        try:
+            data = json.loads(path.read_text())
+        except OSError as exc:
+            raise NpuConfigError(f"{path}: cannot read ({exc.strerror})") from exc
+        except json.JSONDecodeError as exc:
+            raise NpuConfigError(f"{path}: not JSON ({exc})") from exc
+        known = {f.name for f in dataclasses.fields(cls)}
+        if not isinstance(data, dict) or (unknown := sorted(set(data) - known)):
+            raise NpuConfigError(
+                f"{path}: unknown field(s) {', '.join(unknown) if isinstance(data, dict) else ''}"
+                f" (fields: {', '.join(sorted(known))})"
+            )
+        if bad := [k for k, v in data.items() if not isinstance(v, int) or isinstance(v, bool)]:
+            raise NpuConfigError(f"{path}: field(s) {', '.join(bad)} must be integers")
+        return cls(**data).validate(str(path))
+
+    def c_initializer(self) -> str:
+        """The `npu_config` struct literal for the generated C."""
+        sizes = ", ".join(str(v) for v in self.buffer_bytes().values())
+        return (
+            f"{{{{{sizes}}}, {self.dma_bytes_per_cycle}, {self.dma_latency}, "
+            f"{self.mte1_bytes_per_cycle}, {self.vector_lanes}, {self.issue_cycles}, "
+            f"{self.clock_mhz}}}"
+        )
