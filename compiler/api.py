@@ -21,9 +21,10 @@ import numpy as np
 from tilecc.schedules.tune import Records, TuneSummary
 from tilecc.schedules.tune.tuner import print_progress
 from tilecc.targets import get_target
+from tilecc.targets.accelerator import on_host
 
 from .build import compile_imported, export, template_plan
-from .errors import InputError
+from .errors import InputError, TargetError
 from .files import check_writable
 from .frontend_onnx import ImportedModel, import_onnx
 from .pass_pipeline import IROptions
@@ -45,17 +46,42 @@ def compile_model(
     threads: int | None = None,
     ir: IROptions | None = None,
     tuning_records: str | Path | None = None,
+    host: str | None = None,
+    accel_config: str | Path | None = None,
+    on_partition=None,
 ) -> Path | object:
     """Compile an ONNX file; write `output` if given (returns its path), else return the
     in-memory executable. Kernels take the fastest of `tuning_records` for this target, else
-    their templates' defaults."""
-    spec = get_target(target)
+    their templates' defaults. An accelerator target (`npu`) runs what it does not take on
+    `host` (default x86), reads `accel_config`, and tells `on_partition(report)` what went
+    where (default: a summary line on stderr)."""
+    spec = accelerator_spec(target, host, accel_config)
     if output is not None:
         check_writable(output)
+    options = spec.accelerator.read_config(Path(accel_config)) if accel_config else None
     records = load_records(tuning_records) if tuning_records is not None else None
     imported = import_onnx(model, input_shapes)
-    executable = compile_imported(imported, spec, threads, ir, template_plan(spec, records))
+    if on_partition is None:
+        on_partition = _partition_summary
+    executable = compile_imported(
+        imported, spec, threads, ir, template_plan(spec, records), options, on_partition
+    )
     return export(executable, spec, output) if output is not None else executable
+
+
+def accelerator_spec(target: str, host: str | None = None, accel_config=None):
+    """The target `target`; with `host`, an accelerator target re-based on that CPU target."""
+    spec = get_target(target)
+    if spec.accelerator is None and (host or accel_config):
+        flag = "--host" if host else "--accel-config"
+        raise TargetError(f"{flag} applies to an accelerator target (npu), not '{target}'")
+    if accel_config and spec.accelerator.read_config is None:
+        raise TargetError(f"target '{target}' takes no --accel-config")
+    return on_host(spec, get_target(host)) if host else spec
+
+
+def _partition_summary(report) -> None:
+    print(report.summary(), file=sys.stderr)
 
 
 def load_records(path: str | Path) -> Records:

@@ -21,6 +21,7 @@ from .errors import InputError, ModelError
 from .frontend_onnx import TensorInfo
 
 _ELF_MACHINES = {62: "x86_64", 183: "aarch64"}
+NPU_REPORT_FUNC = "tilecc_npu_report"
 
 
 def elf_machine(path: Path) -> str:
@@ -44,6 +45,10 @@ class CompiledModel:
             raise ModelError(f"{self.path}: no such file")
         self.target: TargetSpec = target_for_machine(elf_machine(self.path))
         self._vm = None
+        self._lib = None
+        # What the simulated NPU counted, after a run of a model with NPU subgraphs
+        # (targets/npu/report.py formats it); None otherwise.
+        self.npu_report: dict | None = None
         self.meta = self._read_metadata()
         self.inputs = [TensorInfo.from_json(i) for i in self.meta["inputs"]]
         self.outputs = [TensorInfo.from_json(o) for o in self.meta["outputs"]]
@@ -67,6 +72,7 @@ class CompiledModel:
                 lib = _load_fresh(self.path)
             except Exception as exc:
                 raise ModelError(f"{self.path}: cannot load ({str(exc).splitlines()[0]})") from exc
+            self._lib = lib
             self._vm = relax.VirtualMachine(lib, tvm.cpu())
         return self._vm
 
@@ -100,14 +106,22 @@ class CompiledModel:
         if self.target.runner is None:
             results = self._run_host(ordered)
         else:
-            results = self.target.runner(self.path, ordered, num_outputs=len(self.outputs))
+            results = self.target.runner(
+                self.path, ordered, num_outputs=len(self.outputs), report_to=self._keep_report
+            )
         return {info.name: value for info, value in zip(self.outputs, results, strict=True)}
 
     def _run_host(self, ordered):
         import tvm
 
         out = self._host_vm()["main"](*[tvm.runtime.tensor(a) for a in ordered])
+        report = self._lib.get_function(NPU_REPORT_FUNC, True)
+        if report is not None:
+            self._keep_report(str(report()))
         return flatten_outputs(out)
+
+    def _keep_report(self, text: str) -> None:
+        self.npu_report = json.loads(text)
 
     def host_callable(self):
         """`f(*tvm_tensors)` for timing loops on this host (no input checks, no copies)."""

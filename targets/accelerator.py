@@ -17,6 +17,7 @@ import dataclasses
 from collections import Counter
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import tvm
 from tvm import relax
@@ -38,6 +39,8 @@ class Accelerator:
         (None: the op is supported; it stayed for its operands or neighbours).
     supports: what the accelerator runs, one phrase each, for `tilecc targets`.
     compile_options: C compiler flags for the generated code.
+    read_config: `(path) -> options`: validates a configuration file (`--accel-config`) and
+        turns it into codegen options; None: the accelerator takes no configuration.
     """
 
     name: str
@@ -46,6 +49,7 @@ class Accelerator:
     why_not: Callable[[relax.Call], str | None]
     supports: tuple[str, ...] = ()
     compile_options: tuple[str, ...] = ("-O2",)
+    read_config: Callable[[Path], dict[str, str]] | None = None
 
 
 @dataclass(frozen=True)

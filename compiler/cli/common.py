@@ -30,6 +30,35 @@ def add_model_args(parser, target_default: str | None = "x86") -> None:
     )
 
 
+def add_accelerator_args(parser) -> None:
+    group = parser.add_argument_group("accelerator targets (npu)")
+    group.add_argument(
+        "--host", metavar="TARGET", help="CPU target for the ops the accelerator does not take"
+    )
+    group.add_argument(
+        "--accel-config",
+        metavar="CONFIG.json",
+        help="the accelerator's configuration (npu: buffer sizes and cost-model rates)",
+    )
+    group.add_argument(
+        "--partition-report",
+        action="store_true",
+        help="print which ops went to the accelerator and which stayed on the CPU, and why",
+    )
+
+
+def partition_printer(args):
+    """What compile does with the partition report: all of it, or its summary line."""
+
+    def show(report) -> None:
+        if args.partition_report:
+            print(report.text(), end="")
+        else:
+            progress(report.summary())
+
+    return show
+
+
 def add_ir_args(parser) -> None:
     """MLIR/IREE-style pipeline and IR-inspection flags (shared by compile and opt)."""
     group = parser.add_argument_group("passes and IR")

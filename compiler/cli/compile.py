@@ -6,7 +6,15 @@ import time
 
 from tilecc.compiler import api
 
-from .common import add_ir_args, add_model_args, input_shapes, ir_options, progress
+from .common import (
+    add_accelerator_args,
+    add_ir_args,
+    add_model_args,
+    input_shapes,
+    ir_options,
+    partition_printer,
+    progress,
+)
 
 
 def add_parser(sub) -> None:
@@ -20,6 +28,7 @@ def add_parser(sub) -> None:
         default=None,
         help="use the fastest configuration recorded by `tilecc tune` for each kernel",
     )
+    add_accelerator_args(parser)
     add_ir_args(parser)
     parser.set_defaults(drive=drive_compile)
 
@@ -34,6 +43,9 @@ def drive_compile(args) -> int:
         threads=args.threads,
         ir=ir_options(args),
         tuning_records=args.tuning_records,
+        host=args.host,
+        accel_config=args.accel_config,
+        on_partition=partition_printer(args),
     )
     progress(f"wrote {out} ({args.target}, {time.perf_counter() - start:.1f} s)")
     return 0

@@ -10,8 +10,17 @@ from tilecc.compiler.assets import sha256
 from tilecc.compiler.errors import InputError, TilecError
 from tilecc.compiler.reference import compare, ort_run
 from tilecc.compiler.runtime import CompiledModel, random_inputs
+from tilecc.targets.npu.report import format_report
 
-from .common import add_model_args, input_shapes, load_npz, progress, save_npz
+from .common import (
+    add_accelerator_args,
+    add_model_args,
+    input_shapes,
+    load_npz,
+    partition_printer,
+    progress,
+    save_npz,
+)
 
 
 class ToleranceError(TilecError):
@@ -29,6 +38,12 @@ def add_parser(sub) -> None:
     )
     parser.add_argument("--atol", type=float, default=1e-4, help="max abs error (default 1e-4)")
     parser.add_argument("--seed", type=int, default=0, help="seed of the random inputs")
+    parser.add_argument(
+        "--npu-report",
+        action="store_true",
+        help="print the simulated NPU's cycles, cube utilisation, buffer peaks and DMA bytes",
+    )
+    add_accelerator_args(parser)
     parser.set_defaults(drive=drive_run)
 
 
@@ -38,7 +53,15 @@ def drive_run(args) -> int:
         if path.suffix == ".onnx":
             target = args.target or "x86"
             progress(f"compiling {path} for {target}")
-            so = api.compile_model(path, target, Path(tmp) / "model.so", input_shapes(args))
+            so = api.compile_model(
+                path,
+                target,
+                Path(tmp) / "model.so",
+                input_shapes(args),
+                host=args.host,
+                accel_config=args.accel_config,
+                on_partition=partition_printer(args),
+            )
             onnx_path = path
         else:
             so, onnx_path = path, None
@@ -55,6 +78,10 @@ def drive_run(args) -> int:
             f"output {info.name}: {list(value.shape)} {value.dtype} "
             f"min {value.min():.6g} max {value.max():.6g} mean {value.mean():.6g}"
         )
+    if args.npu_report:
+        if compiled.npu_report is None:
+            raise InputError(f"{so}: --npu-report needs a model compiled for --target npu")
+        print(format_report(compiled.npu_report))
     if args.save_outputs:
         save_npz(args.save_outputs, outputs)
     if args.compare_ort:

@@ -187,12 +187,14 @@ def qemu_aarch64(
     inputs: list[np.ndarray],
     num_outputs: int | None = None,
     repeat: int = 0,
+    report_to=None,
 ) -> list[np.ndarray]:
     """Run the `main` of an aarch64 `.so` on `inputs` under qemu-aarch64; return its outputs.
 
     Outputs come back in order, tuples flattened. `num_outputs`, if given, is checked. With
     `repeat` > 0, `main` runs that many times and the runner's median time (emulated, so only
-    good for comparing builds with each other) is printed to stderr.
+    good for comparing builds with each other) is printed to stderr. A model with NPU subgraphs
+    hands the simulator's report (JSON text) to `report_to`.
     """
     with tempfile.TemporaryDirectory(prefix="tilecc-qemu-") as tmp:
         args = [str(so_path), str(Path(tmp) / "out")]
@@ -208,6 +210,8 @@ def qemu_aarch64(
         outputs = []
         while (path := Path(tmp) / "out" / f"out{len(outputs)}.npy").exists():
             outputs.append(np.load(path))
+        if (report := Path(tmp) / "out" / "npu_report.json").exists() and report_to is not None:
+            report_to(report.read_text())
     if num_outputs is not None and len(outputs) != num_outputs:
         raise ToolError(f"{so_path}: main returned {len(outputs)} outputs, expected {num_outputs}")
     return outputs

@@ -7,10 +7,10 @@ The one registration point of the target: its pattern table (patterns.py), its c
 
 from __future__ import annotations
 
+import dataclasses
 import json
 
 from ..accelerator import Accelerator, CSource, accelerator_target
-from ..spec import default_graph_pipeline
 from ..x86 import TARGET as X86
 from .codegen import generate
 from .config import NpuConfig
@@ -21,6 +21,10 @@ GRAPH_PIPELINE = (
     "fold-constant,fold-batchnorm,simplify-reshape,conv-transpose-to-matmul,expand-clip,"
     "scalarize-constants,cse,dce"
 )
+
+
+def read_config(path) -> dict[str, str]:
+    return {"config": json.dumps(dataclasses.asdict(NpuConfig.from_file(path)))}
 
 
 def codegen(functions, options) -> CSource:
@@ -41,6 +45,7 @@ NPU = Accelerator(
         "add, subtract, multiply, divide, maximum, minimum, relu, sigmoid, tanh, exp",
     ),
     compile_options=("-O2", "-ffp-contract=off", "-fvisibility=hidden"),
+    read_config=read_config,
 )
 
 TARGET = accelerator_target(
@@ -51,4 +56,4 @@ TARGET = accelerator_target(
     graph_pipeline=GRAPH_PIPELINE,
 )
 
-__all__ = ["NPU", "TARGET", "NpuConfig", "default_graph_pipeline"]
+__all__ = ["NPU", "TARGET", "NpuConfig"]

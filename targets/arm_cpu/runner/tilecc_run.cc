@@ -219,7 +219,7 @@ void WriteNpy(const ffi::Tensor& tensor, const std::string& path) {
 // The model.
 
 // The Relax VM of a compiled model, ready to call.
-ffi::Module LoadVirtualMachine(const std::string& model_path) {
+ffi::Module LoadVirtualMachine(const std::string& model_path, ffi::Module* library = nullptr) {
   if (!std::filesystem::is_regular_file(model_path)) throw Failure(model_path + ": no such file");
   // The .so holds the compiled kernels and, in a data section, the VM bytecode; LoadFromFile
   // dlopens it and unpacks the bytecode into a "relax.VMExecutable" module (code registered by
@@ -227,6 +227,7 @@ ffi::Module LoadVirtualMachine(const std::string& model_path) {
   // dlopen searches the library path for a name without a '/', so pass an absolute path.
   ffi::Module executable =
       ffi::Module::LoadFromFile(std::filesystem::absolute(model_path).string());
+  if (library != nullptr) *library = executable;
   ffi::Optional<ffi::Function> load = executable->GetFunction("vm_load_executable");
   if (!load.has_value()) {
     throw Failure(model_path + ": not a Relax VM executable (no vm_load_executable)");
@@ -305,7 +306,8 @@ int Run(const std::vector<std::string>& args) {
   if (out_dir.empty()) throw Failure(kUsage);
 
   // 1. Load the model and create its VM (once per app; the VM is reusable across calls).
-  ffi::Module vm = LoadVirtualMachine(model_path);
+  ffi::Module library;
+  ffi::Module vm = LoadVirtualMachine(model_path, &library);
   ffi::Function main_fn = GetVmFunction(vm, "main", model_path);
 
   // 2. Wrap the inputs as tensors; the VM checks their number, shapes and dtypes.
@@ -336,6 +338,12 @@ int Run(const std::vector<std::string>& args) {
   for (size_t i = 0; i < outputs.size(); ++i) {
     WriteNpy(outputs[i],
              (std::filesystem::path(out_dir) / ("out" + std::to_string(i) + ".npy")).string());
+  }
+
+  // 5. A model with NPU subgraphs (target npu) also reports what its simulated NPU counted.
+  if (ffi::Optional<ffi::Function> report = library->GetFunction("tilecc_npu_report")) {
+    std::ofstream(std::filesystem::path(out_dir) / "npu_report.json")
+        << std::string((*report)().cast<ffi::String>()) << std::endl;
   }
   return 0;
 }
