@@ -219,7 +219,8 @@ void WriteNpy(const ffi::Tensor& tensor, const std::string& path) {
 // The model.
 
 // The Relax VM of a compiled model, ready to call.
-ffi::Module LoadVirtualMachine(const std::string& model_path, ffi::Module* library = nullptr) {
+ffi::Module LoadVirtualMachine(const std::string& model_path,
+                               ffi::Optional<ffi::Module>* library = nullptr) {
   if (!std::filesystem::is_regular_file(model_path)) throw Failure(model_path + ": no such file");
   // The .so holds the compiled kernels and, in a data section, the VM bytecode; LoadFromFile
   // dlopens it and unpacks the bytecode into a "relax.VMExecutable" module (code registered by
@@ -306,7 +307,7 @@ int Run(const std::vector<std::string>& args) {
   if (out_dir.empty()) throw Failure(kUsage);
 
   // 1. Load the model and create its VM (once per app; the VM is reusable across calls).
-  ffi::Module library;
+  ffi::Optional<ffi::Module> library;
   ffi::Module vm = LoadVirtualMachine(model_path, &library);
   ffi::Function main_fn = GetVmFunction(vm, "main", model_path);
 
@@ -341,7 +342,9 @@ int Run(const std::vector<std::string>& args) {
   }
 
   // 5. A model with NPU subgraphs (target npu) also reports what its simulated NPU counted.
-  if (ffi::Optional<ffi::Function> report = library->GetFunction("tilecc_npu_report")) {
+  ffi::Optional<ffi::Function> report =
+      library.value()->GetFunction("tilecc_npu_report", /*query_imports=*/true);
+  if (report.has_value()) {
     std::ofstream(std::filesystem::path(out_dir) / "npu_report.json")
         << std::string((*report)().cast<ffi::String>()) << std::endl;
   }
