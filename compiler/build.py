@@ -18,7 +18,7 @@ import tvm
 from tvm import relax
 
 from tilecc.targets import TargetSpec
-from tilecc.targets.accelerator import partition
+from tilecc.targets.accelerator import codegen_errors, partition
 
 from .errors import ToolError
 from .files import atomic_output
@@ -103,9 +103,10 @@ def compile_imported(
             on_partition(report)
         codegen = relax.transform.RunCodegen({target.accelerator.name: codegen_options or {}})
     mod = with_metadata(mod, metadata(imported, target))
-    return tvm.compile(
-        mod, target=tvm_target, relax_pipeline=relax_pipeline(tvm_target, plan, codegen)
-    )
+    with codegen_errors():
+        return tvm.compile(
+            mod, target=tvm_target, relax_pipeline=relax_pipeline(tvm_target, plan, codegen)
+        )
 
 
 def export(executable, target: TargetSpec, out_path: str | Path) -> Path:

@@ -13,6 +13,7 @@ that comes back into the same `.so` as the host code. Ops outside the table stay
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 from collections import Counter
 from collections.abc import Callable, Sequence
@@ -22,6 +23,8 @@ from pathlib import Path
 import tvm
 from tvm import relax
 from tvm.relax.transform import FusionPattern
+
+from tilecc.compiler.errors import TilecError
 
 from .spec import TargetSpec
 
@@ -87,13 +90,37 @@ def on_host(spec: TargetSpec, host: TargetSpec) -> TargetSpec:
     )
 
 
+_codegen_errors: list[TilecError] = []
+
+
 def _register_codegen(accelerator: Accelerator) -> None:
     def codegen(functions, options, _constant_names):
-        source = accelerator.codegen(list(functions), {str(k): str(v) for k, v in options.items()})
+        try:
+            source = accelerator.codegen(
+                list(functions), {str(k): str(v) for k, v in options.items()}
+            )
+        except TilecError as exc:  # crosses TVM's FFI as a RuntimeError; keep the original
+            _codegen_errors.append(exc)
+            raise
         create = tvm.get_global_func("runtime.CSourceModuleCreate")
         return [create(source.code, "c", source.functions, [])]
 
     tvm.register_global_func(f"relax.ext.{accelerator.name}", codegen, override=True)
+
+
+@contextlib.contextmanager
+def codegen_errors():
+    """Re-raise a codegen's own error (a TilecError naming the subgraph and kernel) when it
+    comes back from TVM's RunCodegen as an opaque RuntimeError."""
+    _codegen_errors.clear()
+    try:
+        yield
+    except Exception:
+        if _codegen_errors:
+            raise _codegen_errors.pop() from None
+        raise
+    finally:
+        _codegen_errors.clear()
 
 
 # ---- partitioning --------------------------------------------------------------------------

@@ -1,4 +1,4 @@
-"""`tilecc targets`: every registered target, its TVM target and options."""
+"""`tilecc targets`: every registered target, what it runs, and its options."""
 
 from __future__ import annotations
 
@@ -13,6 +13,13 @@ def add_parser(sub) -> None:
 def drive_targets(args) -> int:
     for spec in all_targets().values():
         print(f"{spec.name:10s} {spec.summary}")
+        if spec.accelerator is not None:
+            print(f"{'':10s} offloads ({spec.accelerator.name}):")
+            for phrase in spec.accelerator.supports:
+                print(f"{'':12s}- {phrase}")
+            print(f"{'':10s} everything else runs on the host: {spec.host} (--host to change)")
+        else:
+            print(f"{'':10s} runs every op tilecc imports (kernel templates for conv / dense)")
         options = ", ".join(f"{k}={v}" for k, v in spec.options.items())
         if options:
             print(f"{'':10s} options: {options}")

@@ -315,16 +315,16 @@ def plan_conv(cfg: NpuConfig, g: dict, slots: int, where: str) -> dict:
             g["h"], ((m_tile + g["ow"] - 1) // g["ow"] + 1) * g["sh"] + (g["kh"] - 1) * g["dh"]
         )
         for n_tile in range(g["c1_out"], 0, -1):
-            if n_tile * m_tile * 64 > cfg.l0c_kib * 1024:
+            if n_tile * m_tile * 64 > cfg.l0c_bytes:
                 continue
-            if (slots * n_tile * m_tile * 16 * 2 + n_tile * 64) > cfg.ub_kib * 1024:
+            if (slots * n_tile * m_tile * 16 * 2 + n_tile * 64) > cfg.ub_bytes:
                 continue
             for c1_tile in range(g["c1_in"], 0, -1):
                 l1 = c1_tile * rows * g["w"] * 32 + c1_tile * taps * n_tile * 512
-                if l1 > cfg.l1_kib * 1024:
+                if l1 > cfg.l1_bytes:
                     continue
-                k_tile = min(c1_tile * taps, cfg.l0a_kib * 1024 // (m1 * 512),
-                             cfg.l0b_kib * 1024 // (n_tile * 512))  # fmt: skip
+                k_tile = min(c1_tile * taps, cfg.l0a_bytes // (m1 * 512),
+                             cfg.l0b_bytes // (n_tile * 512))  # fmt: skip
                 if k_tile < 1:
                     continue
                 cost = _conv_cost(cfg, g, m_tile, n_tile, c1_tile, k_tile, rows)
@@ -354,7 +354,7 @@ def _conv_cost(cfg, g, m_tile, n_tile, c1_tile, k_tile, rows) -> float:
 
 
 def plan_window(cfg: NpuConfig, g: dict, slots: int, where: str) -> dict:
-    ub = cfg.ub_kib * 1024
+    ub = cfg.ub_bytes
     taps = g["kh"] * g["kw"]
 
     def need(rows_tile, c1_tile, in_rows):
@@ -376,14 +376,14 @@ def plan_window(cfg: NpuConfig, g: dict, slots: int, where: str) -> dict:
 def plan_eltwise(cfg: NpuConfig, shape: tuple[int, int, int], slots: int, where: str) -> dict:
     n1, p = shape[1], shape[2]
     for n_tile in range(n1, 0, -1):
-        m_tile = min(p, cfg.ub_kib * 1024 // (slots * n_tile * 32))
+        m_tile = min(p, cfg.ub_bytes // (slots * n_tile * 32))
         if m_tile >= min(p, 16):
             return dict(n_tile=n_tile, m_tile=m_tile)
     raise NpuConfigError(f"{where}: no tiling fits this NPU's buffers ({_sizes(cfg)})")
 
 
 def _sizes(cfg: NpuConfig) -> str:
-    return ", ".join(f"{b} {v // 1024} KiB" for b, v in cfg.buffer_bytes().items())
+    return ", ".join(f"{b} {v} B" for b, v in cfg.buffer_bytes().items())
 
 
 # ---- C emission ---------------------------------------------------------------------------
@@ -529,8 +529,8 @@ class FunctionEmitter:
         return "\n".join(lines), prog
 
     def _kernel(self, k: Kernel, i: int):
-        where = f"{self.name} kernel {i}"
         names = " + ".join(([k.anchor.name] if k.anchor else []) + [o.name for o in k.ops])
+        where = f"{self.name} kernel {i} ({names} -> {list(static_shape(k.out))})"
         head, prog = self._program(k, names)
         inputs = [
             self.tensor[a] for a in (k.anchor.args if k.anchor else []) if isinstance(a, relax.Var)
@@ -549,7 +549,7 @@ class FunctionEmitter:
             call = self._conv(k, prog, inputs[0], where)
         elif k.anchor.name == "nn.softmax":
             (n, c, h, w), _ = view(static_shape(k.out))
-            ub = self.cfg.ub_kib * 1024
+            ub = self.cfg.ub_bytes
             m_tile = min(h * w, ub // ((prog.num_slots + 1) * c1(c) * 32))
             if m_tile < 1:
                 raise NpuConfigError(f"{where}: softmax over {c} channels does not fit UB")

@@ -1,8 +1,8 @@
 """The simulated NPU core's configuration: buffer sizes and the cost model's rates.
 
 Defaults follow one AI core of an Ascend 310-class NPU. A JSON file given to
-`tilecc compile --target npu --npu-config FILE` overrides any of the fields below, e.g.
-`{"l1_kib": 512, "ub_kib": 128}`.
+`tilecc compile --target npu --accel-config FILE` overrides any of the fields below, e.g.
+`{"l1_bytes": 524288, "ub_bytes": 131072}`.
 """
 
 from __future__ import annotations
@@ -25,11 +25,11 @@ class NpuConfigError(TilecError):
 
 @dataclass(frozen=True)
 class NpuConfig:
-    l1_kib: int = 1024
-    ub_kib: int = 256
-    l0a_kib: int = 64
-    l0b_kib: int = 64
-    l0c_kib: int = 256
+    l1_bytes: int = 1024 * 1024
+    ub_bytes: int = 256 * 1024
+    l0a_bytes: int = 64 * 1024
+    l0b_bytes: int = 64 * 1024
+    l0c_bytes: int = 256 * 1024
     dma_bytes_per_cycle: int = 32
     dma_latency: int = 64
     mte1_bytes_per_cycle: int = 256
@@ -39,28 +39,27 @@ class NpuConfig:
 
     def buffer_bytes(self) -> dict[str, int]:
         return {
-            "L1": self.l1_kib * 1024,
-            "UB": self.ub_kib * 1024,
-            "L0A": self.l0a_kib * 1024,
-            "L0B": self.l0b_kib * 1024,
-            "L0C": self.l0c_kib * 1024,
+            "L1": self.l1_bytes,
+            "UB": self.ub_bytes,
+            "L0A": self.l0a_bytes,
+            "L0B": self.l0b_bytes,
+            "L0C": self.l0c_bytes,
         }
 
     def validate(self, source: str = "npu config") -> NpuConfig:
         """Refuse buffers that cannot hold one cube tile (and nonsensical rates)."""
         need = {
-            "l0a_kib": FRACTAL_FP16,
-            "l0b_kib": FRACTAL_FP16,
-            "l0c_kib": FRACTAL_FP32,
-            "l1_kib": 2 * FRACTAL_FP16,
-            "ub_kib": 2 * FRACTAL_FP16,
+            "l0a_bytes": FRACTAL_FP16,
+            "l0b_bytes": FRACTAL_FP16,
+            "l0c_bytes": FRACTAL_FP32,
+            "l1_bytes": 2 * FRACTAL_FP16,
+            "ub_bytes": 2 * FRACTAL_FP16,
         }
         for name, minimum in need.items():
-            have = getattr(self, name) * 1024
-            if have < minimum:
+            if getattr(self, name) < minimum:
                 raise NpuConfigError(
-                    f"{source}: {name}={getattr(self, name)} gives {have} bytes, too small for "
-                    f"one {CUBE}x{CUBE} tile ({minimum} bytes)"
+                    f"{source}: {name}={getattr(self, name)} is too small for one "
+                    f"{CUBE}x{CUBE} tile (at least {minimum} bytes)"
                 )
         for f in dataclasses.fields(self):
             if getattr(self, f.name) <= 0:
