@@ -115,7 +115,10 @@ class CompiledModel:
         import tvm
 
         out = self._host_vm()["main"](*[tvm.runtime.tensor(a) for a in ordered])
-        report = self._lib.get_function(NPU_REPORT_FUNC, True)
+        try:
+            report = self._lib.get_function(NPU_REPORT_FUNC, True)
+        except AttributeError:  # no NPU subgraph in this model
+            report = None
         if report is not None:
             self._keep_report(str(report()))
         return flatten_outputs(out)
