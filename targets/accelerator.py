@@ -44,6 +44,9 @@ class Accelerator:
     compile_options: C compiler flags for the generated code.
     read_config: `(path) -> options`: validates a configuration file (`--accel-config`) and
         turns it into codegen options; None: the accelerator takes no configuration.
+    anchors: ops worth offloading on their own (conv, matmul, ...). When given, any other op
+        is offloaded only if an offloaded op feeds it: an elementwise op alone between CPU ops
+        would cost more in layout conversions at the boundary than it saves.
     """
 
     name: str
@@ -53,6 +56,7 @@ class Accelerator:
     supports: tuple[str, ...] = ()
     compile_options: tuple[str, ...] = ("-O2",)
     read_config: Callable[[Path], dict[str, str]] | None = None
+    anchors: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -171,12 +175,50 @@ def partition(mod: tvm.IRModule, accelerator: Accelerator) -> tuple[tvm.IRModule
     """Group the ops `accelerator`'s table matches into composite functions, merge neighbours
     into subgraphs marked `Codegen=<name>`; the rest stays in `main` for the host."""
     patterns = list(accelerator.patterns())
+    if accelerator.anchors:
+        patterns = _fed_by_anchors(patterns, mod["main"], accelerator)
     mod = relax.transform.FuseOpsByPattern(patterns, bind_constants=True, annotate_codegen=False)(
         mod
     )
     mod = relax.transform.MergeCompositeFunctions()(mod)
     mod = _number_subgraphs(mod, accelerator.name)
     return mod, partition_report(mod, accelerator)
+
+
+NOT_FED = "no offloaded op feeds it (alone, the layout conversions would cost more)"
+
+
+def _fed_by_anchors(patterns, main: relax.Function, accelerator: Accelerator):
+    """`patterns` whose checks also refuse a non-anchor op that no offloaded op feeds.
+
+    Ops are named by the variable they bind: FuseOpsByPattern rewrites the function after each
+    pattern, so later checks see new call nodes, but the bindings keep their names."""
+    producer = {}
+    offloaded: set[str] = set()
+    for block in main.body.blocks:
+        for binding in block.bindings:
+            call = binding.value
+            if not (isinstance(call, relax.Call) and isinstance(call.op, tvm.ir.Op)):
+                continue
+            producer[binding.var] = binding.var.name
+            if accelerator.why_not(call) is not None:
+                continue
+            if _op_name(call) in accelerator.anchors or any(
+                producer.get(a) in offloaded for a in call.args if isinstance(a, relax.Var)
+            ):
+                offloaded.add(binding.var.name)
+
+    def wrap(pattern: FusionPattern) -> FusionPattern:
+        def check(context) -> bool:
+            root = context.annotated_expr.get("root", context.matched_expr)
+            bound = context.value_to_bound_var.get(root)
+            if bound is None or bound.name not in offloaded:
+                return False
+            return pattern.check is None or pattern.check(context)
+
+        return FusionPattern(pattern.name, pattern.pattern, pattern.annotation_patterns, check)
+
+    return [wrap(p) for p in patterns]
 
 
 def _number_subgraphs(mod: tvm.IRModule, name: str) -> tvm.IRModule:
@@ -220,7 +262,9 @@ def partition_report(mod: tvm.IRModule, accelerator: Accelerator) -> PartitionRe
             report.subgraphs[gvar.name_hint] = _ops_inlined(func)
     for call in _op_calls(mod["main"]):
         if isinstance(call.op, tvm.ir.Op):
-            reason = accelerator.why_not(call) or "supported, but not where it sits (operands)"
+            reason = accelerator.why_not(call) or (
+                NOT_FED if accelerator.anchors else "supported, but not matched here"
+            )
             report.host_ops.setdefault(_op_name(call), Counter())[reason] += 1
     return report
 

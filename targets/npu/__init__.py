@@ -14,11 +14,11 @@ from ..accelerator import Accelerator, CSource, accelerator_target
 from ..x86 import TARGET as X86
 from .codegen import generate
 from .config import NpuConfig
-from .patterns import NAME, pattern_table, support
+from .patterns import ANCHORS, NAME, pattern_table, support
 
 # The NPU does its own layout (5HD / fractal), so the graph stays NCHW: no NCHW[x]c pass.
 GRAPH_PIPELINE = (
-    "fold-constant,fold-batchnorm,simplify-reshape,conv-transpose-to-matmul,expand-clip,"
+    "fold-constant,fold-batchnorm,simplify-reshape,conv-transpose-to-matmul,fold-constant,expand-clip,"
     "scalarize-constants,cse,dce"
 )
 
@@ -46,6 +46,7 @@ NPU = Accelerator(
     ),
     compile_options=("-O2", "-ffp-contract=off", "-fvisibility=hidden"),
     read_config=read_config,
+    anchors=ANCHORS,
 )
 
 TARGET = accelerator_target(

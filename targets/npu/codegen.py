@@ -11,8 +11,9 @@ For one partitioned function the codegen
      and depthwise weights to [C1][taps][16], all fp16; biases stay fp32 (added in L0C -> UB);
   5. emits C: fp32 NCHW inputs -> fp16 5HD (npu_to_5hd), the kernels, 5HD -> fp32 outputs.
 The simulator and kernel library (runtime/npu_sim.c) is compiled into the same translation
-unit, so the `.so` needs nothing else. Tensor views: NCHW as is; [M, K] as (1, K, 1, M) and
-[B, M, K] as (B, K, 1, M), so the last axis is the channel axis and matmul is a 1x1 conv.
+unit, so the `.so` needs nothing else. Tensor views: NCHW as is; [M, K] as (1, K, M, 1) and
+[B, M, K] as (B, K, M, 1), so the last axis is the channel axis and matmul is a 1x1 conv over
+M rows of one pixel (an L1 slab then holds a few rows, however large M is).
 """
 
 from __future__ import annotations
@@ -102,10 +103,10 @@ def view(shape: tuple[int, ...]) -> tuple[tuple[int, int, int, int], tuple[int, 
         return (n, c, h, w), (c * h * w, h * w, w, 1)
     if len(shape) == 3:
         b, m, k = shape
-        return (b, k, 1, m), (m * k, 1, 0, k)
+        return (b, k, m, 1), (m * k, 1, k, 0)
     if len(shape) == 2:
         m, k = shape
-        return (1, k, 1, m), (0, 1, 0, k)
+        return (1, k, m, 1), (0, 1, k, 0)
     raise ValueError(f"npu codegen: rank-{len(shape)} tensor")
 
 

@@ -117,21 +117,43 @@ def test_broadcasts_the_vector_unit_cannot_read_stay_on_the_cpu():
     class Before:
         @R.function
         def main(x: R.Tensor((1, 8, 6, 6), "float32"), se: R.Tensor((1, 8, 1, 1), "float32"),
-                 row: R.Tensor((1, 1, 6, 6), "float32")):  # fmt: skip
+                 row: R.Tensor((1, 1, 6, 6), "float32"),
+                 w: R.Tensor((8, 8, 1, 1), "float32")):  # fmt: skip
             R.func_attr({"num_input": 3})
             with R.dataflow():
-                a = R.multiply(x, se)  # N x C x 1 x 1 tensor: the squeeze-excite broadcast
+                y = R.nn.conv2d(x, w)
+                a = R.multiply(y, se)  # N x C x 1 x 1 tensor: the squeeze-excite broadcast
                 b = R.add(a, row)  # broadcast along C: not readable per tile
                 c = R.mean(b, axis=[1], keepdims=True)  # not over H, W
                 R.output(c)
             return c
 
-    _, report = offload(Before)
-    assert subgraph_ops(report) == {"multiply": 1}
+    _, report = offload(bind(Before, w=(8, 8, 1, 1)))
+    assert subgraph_ops(report) == {"nn.conv2d": 1, "multiply": 1}
     reasons = {op: list(r) for op, r in report.host_ops.items()}
     assert reasons == {
         "add": ["broadcast of [1, 8, 6, 6] and [1, 1, 6, 6] to [1, 8, 6, 6]"],
         "mean": ["mean other than over H and W with keepdims (global average pooling)"],
+    }
+
+
+def test_elementwise_ops_no_npu_op_feeds_stay_on_the_cpu():
+    @I.ir_module
+    class Before:
+        @R.function
+        def main(x: R.Tensor((1, 8, 6, 6), "float32"), w: R.Tensor((8, 8, 1, 1), "float32")):
+            R.func_attr({"num_input": 1})
+            with R.dataflow():
+                a = R.sigmoid(x)  # alone: converting to and from 5HD costs more than it saves
+                y = R.nn.conv2d(a, w)
+                b = R.nn.relu(y)  # fed by the conv: offloaded with it
+                R.output(b)
+            return b
+
+    _, report = offload(bind(Before, w=(8, 8, 1, 1)))
+    assert subgraph_ops(report) == {"nn.conv2d": 1, "nn.relu": 1}
+    assert {op: list(r) for op, r in report.host_ops.items()} == {
+        "sigmoid": ["no offloaded op feeds it (alone, the layout conversions would cost more)"]
     }
 
 
@@ -160,18 +182,20 @@ def test_an_unsupported_op_between_npu_ops_splits_the_subgraph():
     @I.ir_module
     class Before:
         @R.function
-        def main(x: R.Tensor((1, 8, 8, 8), "float32"), w: R.Tensor((8, 8, 1, 1), "float32")):
+        def main(x: R.Tensor((1, 8, 8, 8), "float32"), w: R.Tensor((8, 8, 1, 1), "float32"),
+                 k: R.Tensor((8, 8, 1, 1), "float32")):  # fmt: skip
             R.func_attr({"num_input": 1})
             with R.dataflow():
                 a = R.nn.conv2d(x, w)
                 r = R.image.resize2d(a, size=(16, 16), layout="NCHW", method="nearest_neighbor")
-                b = R.sigmoid(r)
+                c = R.nn.conv2d(r, k)
+                b = R.sigmoid(c)
                 R.output(b)
             return b
 
-    mod, report = offload(bind(Before, w=(8, 8, 1, 1)))
+    mod, report = offload(bind(Before, w=(8, 8, 1, 1), k=(8, 8, 1, 1)))
     assert list(report.subgraphs) == ["tilecc_npu_0", "tilecc_npu_1"]
     assert report.subgraphs["tilecc_npu_0"] == {"nn.conv2d": 1}
-    assert report.subgraphs["tilecc_npu_1"] == {"sigmoid": 1}
+    assert report.subgraphs["tilecc_npu_1"] == {"nn.conv2d": 1, "sigmoid": 1}
     assert list(report.host_ops) == ["image.resize2d"]
-    assert "2 of 3 ops in 2 subgraph(s); 1 on the host CPU" in report.summary()
+    assert "3 of 4 ops in 2 subgraph(s); 1 on the host CPU" in report.summary()
