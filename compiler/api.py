@@ -20,7 +20,7 @@ import numpy as np
 
 from tilecc.schedules.tune import Records, TuneSummary
 from tilecc.schedules.tune.tuner import print_progress
-from tilecc.targets import get_target
+from tilecc.targets import TargetSpec, get_target
 from tilecc.targets.accelerator import on_host
 
 from .build import compile_imported, export, template_plan
@@ -40,7 +40,7 @@ def set_threads(threads: int | None) -> None:
 
 def compile_model(
     model: str | Path,
-    target: str = "x86",
+    target: str | TargetSpec = "x86",
     output: str | Path | None = None,
     input_shapes: dict[str, list[int]] | None = None,
     threads: int | None = None,
@@ -69,14 +69,15 @@ def compile_model(
     return export(executable, spec, output) if output is not None else executable
 
 
-def accelerator_spec(target: str, host: str | None = None, accel_config=None):
-    """The target `target`; with `host`, an accelerator target re-based on that CPU target."""
-    spec = get_target(target)
+def accelerator_spec(target: str | TargetSpec, host: str | None = None, accel_config=None):
+    """The target `target` (a name, or a TargetSpec built in-process, as the new-target
+    tutorial does); with `host`, an accelerator target re-based on that CPU target."""
+    spec = target if isinstance(target, TargetSpec) else get_target(target)
     if spec.accelerator is None and (host or accel_config):
         flag = "--host" if host else "--accel-config"
-        raise TargetError(f"{flag} applies to an accelerator target (npu), not '{target}'")
+        raise TargetError(f"{flag} applies to an accelerator target (npu), not '{spec.name}'")
     if accel_config and spec.accelerator.read_config is None:
-        raise TargetError(f"target '{target}' takes no --accel-config")
+        raise TargetError(f"target '{spec.name}' takes no --accel-config")
     return on_host(spec, get_target(host)) if host else spec
 
 

@@ -22,6 +22,7 @@ from .frontend_onnx import TensorInfo
 
 _ELF_MACHINES = {62: "x86_64", 183: "aarch64"}
 NPU_REPORT_FUNC = "tilecc_npu_report"
+NPU_RESET_FUNC = "tilecc_npu_reset"
 
 
 def elf_machine(path: Path) -> str:
@@ -114,13 +115,13 @@ class CompiledModel:
     def _run_host(self, ordered):
         import tvm
 
-        out = self._host_vm()["main"](*[tvm.runtime.tensor(a) for a in ordered])
-        try:
-            report = self._lib.get_function(NPU_REPORT_FUNC, True)
-        except AttributeError:  # no NPU subgraph in this model
-            report = None
-        if report is not None:
-            self._keep_report(str(report()))
+        main = self._host_vm()["main"]
+        has_npu = self._lib.implements_function(NPU_REPORT_FUNC, True)
+        if has_npu:  # the counters then cover exactly this run
+            self._lib.get_function(NPU_RESET_FUNC, True)()
+        out = main(*[tvm.runtime.tensor(a) for a in ordered])
+        if has_npu:
+            self._keep_report(str(self._lib.get_function(NPU_REPORT_FUNC, True)()))
         return flatten_outputs(out)
 
     def _keep_report(self, text: str) -> None:

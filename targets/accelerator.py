@@ -37,7 +37,9 @@ class Accelerator:
         registered as the TVM global `relax.ext.<name>`.
     patterns: `() -> [FusionPattern]`, the pattern table (Relax DPL), most specific first.
     codegen: `(functions, options) -> CSource`: C for every partitioned function, one
-        translation unit; `options` are the target's codegen options (strings).
+        translation unit; `options` are the target's codegen options (strings). Each function
+        holds calls of composite functions (attribute "Composite", one per pattern match);
+        their constants are bound inside them (weights, biases, scalars).
     why_not: `(call) -> str | None`: why an op the table does not take stays on the CPU
         (None: the op is supported; it stayed for its operands or neighbours).
     supports: what the accelerator runs, one phrase each, for `tilecc targets`.
@@ -61,8 +63,14 @@ class Accelerator:
 
 @dataclass(frozen=True)
 class CSource:
-    """What a codegen returns: one C translation unit and the functions it exports (each with
-    the TVM FFI calling convention, `__tvm_ffi_<name>`)."""
+    """What a codegen returns: one C translation unit and the functions it exports.
+
+    `functions` are the partitioned functions' `global_symbol`s (plus any helper the code
+    exports). Each is exported as `__tvm_ffi_<name>` with TVM FFI's calling convention,
+    `int(void* self, const TVMFFIAny* args, int32_t num_args, TVMFFIAny* ret)`: the args are
+    the function's inputs, then its outputs (destination-passing; tuple outputs flattened),
+    each a DLTensor* or a tensor object; `ret` is set to None. `export` compiles the unit with
+    g++, so the code must also be valid C++ and declare the exports `extern "C"`."""
 
     code: str
     functions: list[str] = field(default_factory=list)
@@ -151,7 +159,7 @@ class PartitionReport:
         if not self.offloaded:
             return (
                 f"notice: no op of this model runs on {self.accelerator} "
-                f"({total} ops stay on the host CPU; see --partition-report)"
+                f"({total} ops stay on the host CPU; the partition report says why)"
             )
         return (
             f"{self.accelerator}: {self.offloaded} of {total} ops in "
@@ -256,12 +264,18 @@ def _number_subgraphs(mod: tvm.IRModule, name: str) -> tvm.IRModule:
 
 
 def partition_report(mod: tvm.IRModule, accelerator: Accelerator) -> PartitionReport:
+    """Ops per subgraph, counted at every call site in `main` (MergeCompositeFunctions shares
+    one function between identical subgraphs), in call order; host ops with their reasons."""
     report = PartitionReport(accelerator.name)
-    for gvar, func in mod.functions_items():
-        if isinstance(func, relax.Function) and _codegen_of(func) == accelerator.name:
-            report.subgraphs[gvar.name_hint] = _ops_inlined(func)
+    ops_of = {
+        gvar: _ops_inlined(func)
+        for gvar, func in mod.functions_items()
+        if isinstance(func, relax.Function) and _codegen_of(func) == accelerator.name
+    }
     for call in _op_calls(mod["main"]):
-        if isinstance(call.op, tvm.ir.Op):
+        if isinstance(call.op, tvm.ir.GlobalVar) and call.op in ops_of:
+            report.subgraphs.setdefault(call.op.name_hint, Counter()).update(ops_of[call.op])
+        elif isinstance(call.op, tvm.ir.Op):
             reason = accelerator.why_not(call) or (
                 NOT_FED if accelerator.anchors else "supported, but not matched here"
             )

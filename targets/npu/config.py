@@ -62,8 +62,10 @@ class NpuConfig:
                     f"{CUBE}x{CUBE} tile (at least {minimum} bytes)"
                 )
         for f in dataclasses.fields(self):
-            if getattr(self, f.name) <= 0:
-                raise NpuConfigError(f"{source}: {f.name} must be positive")
+            may_be_zero = f.name in ("dma_latency", "issue_cycles")
+            if getattr(self, f.name) < (0 if may_be_zero else 1):
+                kind = "non-negative" if may_be_zero else "positive"
+                raise NpuConfigError(f"{source}: {f.name} must be {kind}")
         return self
 
     @classmethod

@@ -1,18 +1,14 @@
 """`tilecc run --npu-report`: what the simulated NPU counted, per subgraph and in total.
 
-The `.so` returns the counters as JSON (runtime/npu_glue.c); cycles are per call (the counters
-accumulate over calls, so each figure is divided by the subgraph's call count).
+The `.so` returns the counters as JSON (runtime/npu_glue.c). `CompiledModel.run` resets them
+before each run, so they cover one inference; a subgraph shared by identical parts of the model
+is called several times in it ("calls").
 """
 
 from __future__ import annotations
 
 CUBE_MACS_PER_CYCLE = 16 * 16 * 16
 BUFFERS = ("L1", "UB", "L0A", "L0B", "L0C")
-
-
-def per_call(sub: dict) -> dict:
-    calls = max(int(sub["calls"]), 1)
-    return {k: (v / calls if isinstance(v, int | float) else v) for k, v in sub.items()}
 
 
 def utilisation(sub: dict) -> float:
@@ -26,32 +22,31 @@ def format_report(report: dict) -> str:
     config = report["config"]
     clock_mhz = config["clock_mhz"]
     head = (
-        f"{'subgraph':14s} {'cycles':>12s} {'cube':>6s} {'vector':>6s} {'dma':>6s} "
+        f"{'subgraph':14s} {'calls':>5s} {'cycles':>12s} {'cube':>6s} {'vector':>6s} {'dma':>6s} "
         f"{'cube util':>9s} "
         + " ".join(f"{b + ' peak':>9s}" for b in BUFFERS)
         + f" {'DMA in':>10s} {'DMA out':>10s}"
     )
     lines = [head]
     total = {"cycles": 0.0, "macs": 0.0, "dma_in": 0.0, "dma_out": 0.0}
-    for raw in report["subgraphs"]:
-        if not raw["calls"]:
+    for sub in report["subgraphs"]:
+        if not sub["calls"]:
             continue
-        sub = per_call(raw)
         share = [
             sub[u] / sub["cycles"] if sub["cycles"] else 0.0 for u in ("cube", "vector", "dma")
         ]
         lines.append(
-            f"{sub['name']:14s} {sub['cycles']:12,.0f} "
+            f"{sub['name']:14s} {sub['calls']:5d} {sub['cycles']:12,.0f} "
             + " ".join(f"{s:6.0%}" for s in share)
             + f" {utilisation(sub):9.1%} "
-            + " ".join(f"{_kib(raw['peak'][b]):>9s}" for b in BUFFERS)
+            + " ".join(f"{_kib(sub['peak'][b]):>9s}" for b in BUFFERS)
             + f" {_mib(sub['dma_in']):>10s} {_mib(sub['dma_out']):>10s}"
         )
         for k in total:
             total[k] += sub[k]
     util = utilisation(total)
     lines.append(
-        f"{'total':14s} {total['cycles']:12,.0f} {'':20s} {util:9.1%} "
+        f"{'total':14s} {'':5s} {total['cycles']:12,.0f} {'':20s} {util:9.1%} "
         + " ".join(f"{_kib(config[b]):>9s}" for b in BUFFERS)
         + f" {_mib(total['dma_in']):>10s} {_mib(total['dma_out']):>10s}"
     )
