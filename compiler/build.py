@@ -115,7 +115,13 @@ def export(executable, target: TargetSpec, out_path: str | Path) -> Path:
     out = Path(out_path)
     kwargs = {"options": list(target.export_options)} if target.export_options else {}
     if target.cross_compiler:
-        kwargs["fcompile"] = tvm.support.cc.cross_compiler(target.cross_compiler)
+        # Name the triple: cross_compiler("...-g++") otherwise asks the host's g++, and a module
+        # with no LLVM kernels (everything offloaded) would get its imports packed for x86.
+        cc = tvm.support.cc
+        kwargs["fcompile"] = cc.cross_compiler(
+            target.cross_compiler,
+            get_target_triple=cc.get_target_by_dump_machine(target.cross_compiler),
+        )
     with atomic_output(out, ".so") as tmp:
         try:
             with _drop_stderr_lines("Scope Saving:"):

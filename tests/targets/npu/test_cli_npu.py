@@ -75,6 +75,18 @@ def test_partition_report_and_npu_report(cli, conv_model, tmp_path):
     assert "vs ORT y:" in out and "ok" in out
 
 
+@pytest.mark.qemu
+def test_npu_report_from_an_aarch64_host_build_under_qemu(cli, conv_model):
+    code, out, err = cli(
+        "run", conv_model, "--target", "npu", "--host", "arm-cpu", "--npu-report",
+        "--compare-ort", "--atol", "1e-2",
+    )  # fmt: skip
+    assert code == 0, err
+    assert "(emulated)" in err
+    assert next(line for line in out.splitlines() if line.startswith("tilecc_npu_0 "))
+    assert "vs ORT y:" in out
+
+
 def test_npu_report_needs_an_npu_model(cli, conv_model):
     code, _, err = cli("run", conv_model, "--target", "x86", "--npu-report")
     assert_one_line_error(code, err, "--npu-report needs a model compiled for --target npu")

@@ -80,13 +80,22 @@ def test_ppocr_det_320(tmp_path):
 @pytest.mark.parametrize("name", CNNS)
 def test_zoo_cnn(name, tmp_path):
     path = zoo.export(name, tmp_path / f"{name}.onnx")
-    info = zoo.get(name)
-    rng = np.random.default_rng(0)
-    shape = [1, 3, info.resolution, info.resolution]
-    inputs = {"input": rng.standard_normal(shape).astype("float32")}
+    shape = zoo.get(name).input_shape()
+    inputs = {"input": np.random.default_rng(0).standard_normal(shape).astype("float32")}
     outputs, report, _ = compile_and_run(path, tmp_path, inputs)
     assert_classifier_close(outputs, ort_run(path, inputs))
     assert report.subgraphs and "nn.conv2d" not in report.host_ops
+
+
+@pytest.mark.qemu
+@pytest.mark.parametrize("name", CNNS)
+def test_zoo_cnn_on_an_aarch64_host(name, tmp_path):
+    path = zoo.export(name, tmp_path / f"{name}.onnx")
+    shape = zoo.get(name).input_shape()
+    inputs = {"input": np.random.default_rng(0).standard_normal(shape).astype("float32")}
+    outputs, _, compiled = compile_and_run(path, tmp_path, inputs, host="arm-cpu")
+    assert compiled.target.name == "arm-cpu"
+    assert_classifier_close(outputs, ort_run(path, inputs))
 
 
 @pytest.mark.qemu
