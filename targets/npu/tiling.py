@@ -28,11 +28,10 @@ def plan_conv(cfg: NpuConfig, g: dict, slots: int, where: str) -> dict:
             if (slots * n_tile * m_tile * 16 * 2 + n_tile * 64) > cfg.ub_bytes:
                 continue
             for c1_tile in range(g["c1_in"], 0, -1):
-                l1 = c1_tile * rows * g["w"] * 32 + c1_tile * taps * n_tile * 512
-                if l1 > cfg.l1_bytes:
-                    continue
+                # L1 holds the input slab and the weights of one k step (k_tile blocks)
+                weights_room = (cfg.l1_bytes - c1_tile * rows * g["w"] * 32) // (n_tile * 512)
                 k_tile = min(c1_tile * taps, cfg.l0a_bytes // (m1 * 512),
-                             cfg.l0b_bytes // (n_tile * 512))  # fmt: skip
+                             cfg.l0b_bytes // (n_tile * 512), weights_room)  # fmt: skip
                 if k_tile < 1:
                     continue
                 cost = _conv_cost(cfg, g, m_tile, n_tile, c1_tile, k_tile, rows)
@@ -54,9 +53,11 @@ def _conv_cost(cfg, g, m_tile, n_tile, c1_tile, k_tile, rows) -> float:
     cc = -(-g["c1_in"] // c1_tile)
     slab = g["c1_in"] * rows * g["w"] * 32 * (nt if cc > 1 else 1)
     weights = g["c1_in"] * taps * g["c1_out"] * 512
-    transfers = mt * (g["c1_in"] * (nt if cc > 1 else 1) + nt * g["c1_in"] * taps)
-    dma = mt * (slab + weights) / cfg.dma_bytes_per_cycle + transfers * cfg.dma_latency
     steps = mt * nt * cc * -(-c1_tile * taps // k_tile)
+    # weights: one transfer per k step when a tile spans all output blocks, else one per row
+    weight_transfers = steps if nt == 1 else mt * nt * g["c1_in"] * taps
+    transfers = mt * g["c1_in"] * (nt if cc > 1 else 1) + weight_transfers
+    dma = mt * (slab + weights) / cfg.dma_bytes_per_cycle + transfers * cfg.dma_latency
     cube = steps * cfg.issue_cycles + mt * (m_tile // 16) * g["c1_in"] * taps * g["c1_out"]
     return g["n"] * max(dma, cube)
 

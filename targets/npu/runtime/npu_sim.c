@@ -334,7 +334,7 @@ int npu_conv2d(npu_core* core, const npu_conv_desc* d, const uint16_t* in, const
   const int64_t slab_bytes = (int64_t)d->c1_tile * max_rows * d->w * 32;
   uint16_t* slab = (uint16_t*)npu_region(core, NPU_L1, 0, slab_bytes, &err);
   uint16_t* wl1 = (uint16_t*)npu_region(core, NPU_L1, slab_bytes,
-                                        (int64_t)d->c1_tile * taps * d->n_tile * 512, &err);
+                                        (int64_t)d->k_tile * d->n_tile * 512, &err);
   uint16_t* l0a = (uint16_t*)npu_region(core, NPU_L0A, 0, (int64_t)m_pad_max / 16 * d->k_tile * 512, &err);
   uint16_t* l0b = (uint16_t*)npu_region(core, NPU_L0B, 0, (int64_t)d->k_tile * d->n_tile * 512, &err);
   float* l0c = (float*)npu_region(core, NPU_L0C, 0, (int64_t)d->n_tile * m_pad_max * 64, &err);
@@ -363,12 +363,18 @@ int npu_conv2d(npu_core* core, const npu_conv_desc* d, const uint16_t* in, const
                        in + (((int64_t)n * d->c1_in + cb0 + c) * p_in + (int64_t)r_lo * d->w) * 16,
                        (int64_t)rows * d->w * 16);
           const int kc = c_cnt * taps;
-          for (int k = 0; k < kc; ++k)
-            dma_in16(core, wl1 + (int64_t)k * n_cnt * 256,
-                     weight + (((int64_t)cb0 * taps + k) * d->c1_out + nb0) * 256,
-                     (int64_t)n_cnt * 256);
           for (int kk = 0; kk < kc; kk += d->k_tile) {
             const int kt = NPU_MIN(d->k_tile, kc - kk);
+            /* weights of k blocks kk..kk+kt: DDR (FRACTAL_Z) -> L1, one transfer when this
+             * tile spans every output block (the rows are then contiguous) */
+            const uint16_t* wsrc = weight + (((int64_t)cb0 * taps + kk) * d->c1_out + nb0) * 256;
+            if (n_cnt == d->c1_out) {
+              dma_in16(core, wl1, wsrc, (int64_t)kt * n_cnt * 256);
+            } else {
+              for (int k = 0; k < kt; ++k)
+                dma_in16(core, wl1 + (int64_t)k * n_cnt * 256, wsrc + (int64_t)k * d->c1_out * 256,
+                         (int64_t)n_cnt * 256);
+            }
             /* img2col: L1 slab -> L0A [m1][kt][16][16] */
             for (int mi = 0; mi < m_pad; ++mi) {
               const int64_t pix = m0 + mi;
@@ -384,7 +390,7 @@ int npu_conv2d(npu_core* core, const npu_conv_desc* d, const uint16_t* in, const
               }
             }
             charge_mte1(core, (int64_t)m_pad * kt * 32);
-            memcpy(l0b, wl1 + (int64_t)kk * n_cnt * 256, (size_t)kt * n_cnt * 512);
+            memcpy(l0b, wl1, (size_t)kt * n_cnt * 512);
             charge_mte1(core, (int64_t)kt * n_cnt * 512);
             mmad(core, l0a, l0b, l0c, m1, kt, n_cnt, m_pad, !(cb0 == 0 && kk == 0));
           }
