@@ -39,8 +39,9 @@ def get_target(name: str) -> TargetSpec:
 
 
 def target_for_machine(machine: str) -> TargetSpec:
-    """The first target whose `.so` files are built for ELF machine `machine`."""
+    """The CPU target whose `.so` files are built for ELF machine `machine` (an accelerator
+    target's `.so` runs on its host CPU's, which is the one returned)."""
     for spec in all_targets().values():
-        if spec.machine == machine:
+        if spec.machine == machine and spec.accelerator is None:
             return spec
     raise TargetError(f"no target builds for machine '{machine}'")
