@@ -1,0 +1,160 @@
+"""Post-training calibration: from observed activations to int8 quantization parameters.
+
+Three ways to pick the range a tensor is quantized over, as onnxruntime.quantization and
+TensorRT do:
+  minmax      the observed minimum and maximum;
+  percentile  the range that keeps `percentile` % of the observed values (outliers clipped);
+  kl          TensorRT's entropy calibration: the threshold T on |x| whose 128-level
+              quantization of the histogram of |x| below T (everything above T folded into the
+              last bin) is closest to it in KL divergence.
+Observers see the calibration data in two passes: the first finds each tensor's range, the
+second fills histograms with fixed edges over it, so every batch adds into the same bins.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+METHODS = ("minmax", "percentile", "kl")
+HISTOGRAM_BINS = 2048
+KL_LEVELS = 128  # int8's positive levels, as TensorRT's entropy calibrator uses
+
+
+@dataclass
+class RangeObserver:
+    """Running minimum and maximum of a tensor (pass 1)."""
+
+    low: float = np.inf
+    high: float = -np.inf
+
+    def observe(self, x: np.ndarray) -> None:
+        if x.size:
+            self.low = min(self.low, float(x.min()))
+            self.high = max(self.high, float(x.max()))
+
+
+class HistogramObserver:
+    """Histograms of x over [low, high] and of |x| over [0, max |x|] (pass 2)."""
+
+    def __init__(self, low: float, high: float, bins: int = HISTOGRAM_BINS):
+        self.low, self.high = low, max(high, low + 1e-12)
+        self.absmax = max(abs(low), abs(high), 1e-12)
+        self.signed = np.zeros(bins, np.int64)
+        self.magnitude = np.zeros(bins, np.int64)
+        self.bins = bins
+
+    def observe(self, x: np.ndarray) -> None:
+        x = np.asarray(x, np.float64).ravel()
+        self.signed += np.histogram(x, self.bins, (self.low, self.high))[0]
+        self.magnitude += np.histogram(np.abs(x), self.bins, (0.0, self.absmax))[0]
+
+
+def percentile_range(obs: HistogramObserver, percentile: float) -> tuple[float, float]:
+    """The range holding `percentile` % of the values, the rest split evenly between tails."""
+    if not 0 < percentile <= 100:
+        raise ValueError(f"percentile must be in (0, 100], got {percentile}")
+    total = obs.signed.sum()
+    if total == 0:
+        return obs.low, obs.high
+    tail = total * (100.0 - percentile) / 200.0
+    cdf = np.cumsum(obs.signed)
+    width = (obs.high - obs.low) / obs.bins
+    lo_bin = int(np.searchsorted(cdf, tail, side="right"))
+    hi_bin = int(np.searchsorted(cdf, total - tail, side="left"))
+    return obs.low + lo_bin * width, obs.low + (hi_bin + 1) * width
+
+
+def kl_threshold(hist: np.ndarray, absmax: float, levels: int = KL_LEVELS) -> float:
+    """TensorRT's entropy calibration on a histogram of |x| over [0, absmax]."""
+    hist = np.asarray(hist, np.float64)
+    bins = len(hist)
+    width = absmax / bins
+    if hist.sum() == 0 or bins <= levels:
+        return absmax
+    best_i, best_kl = bins, np.inf
+    for i in range(levels, bins + 1):
+        p = hist[:i].copy()
+        p[i - 1] += hist[i:].sum()  # outliers clip to the threshold
+        q = _quantized(hist[:i], levels)
+        kl = _kl(p, q)
+        if kl < best_kl:
+            best_i, best_kl = i, kl
+    return (best_i + 0.5) * width if best_i < bins else absmax
+
+
+def _quantized(ref: np.ndarray, levels: int) -> np.ndarray:
+    """`ref` merged into `levels` groups of len(ref) // levels bins (the last group takes the
+    rest), each group's mass spread evenly over its non-empty bins; empty bins stay empty."""
+    q = np.zeros_like(ref)
+    merged = len(ref) // levels
+    for j in range(levels):
+        a = j * merged
+        b = len(ref) if j == levels - 1 else a + merged
+        chunk = ref[a:b]
+        nonzero = chunk != 0
+        if nonzero.any():
+            q[a:b][nonzero] = chunk.sum() / nonzero.sum()
+    return q
+
+
+def _kl(p: np.ndarray, q: np.ndarray) -> float:
+    p = p / p.sum()
+    if q.sum() == 0:
+        return np.inf
+    q = q / q.sum()
+    mask = p > 0
+    if np.any(q[mask] == 0):
+        return np.inf
+    return float(np.sum(p[mask] * np.log(p[mask] / q[mask])))
+
+
+# ---- quantization parameters -------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class QParams:
+    """x ≈ scale * (q - zero_point), q in [qmin, qmax] (int8)."""
+
+    scale: float
+    zero_point: int
+    qmin: int = -128
+    qmax: int = 127
+
+    def quantize(self, x: np.ndarray) -> np.ndarray:
+        q = np.round(np.asarray(x, np.float64) / self.scale) + self.zero_point
+        return np.clip(q, self.qmin, self.qmax).astype(np.int8)
+
+    def dequantize(self, q: np.ndarray) -> np.ndarray:
+        return (self.scale * (np.asarray(q, np.float64) - self.zero_point)).astype(np.float32)
+
+
+def activation_qparams(low: float, high: float, symmetric: bool) -> QParams:
+    """int8 parameters for the range [low, high] (widened to hold 0, which must be exact)."""
+    low, high = min(low, 0.0), max(high, 0.0)
+    if symmetric:
+        bound = max(-low, high, 1e-12)
+        return QParams(bound / 127.0, 0)
+    scale = max(high - low, 1e-12) / 255.0
+    zero_point = int(np.clip(np.round(-128 - low / scale), -128, 127))
+    return QParams(scale, zero_point)
+
+
+def weight_scales(weight: np.ndarray, per_channel: bool = True, axis: int = 0) -> np.ndarray:
+    """Symmetric int8 scales of a weight (zero point 0): per output channel along `axis`, or
+    one for the whole tensor."""
+    w = np.abs(np.asarray(weight, np.float64))
+    if per_channel:
+        w = np.moveaxis(w, axis, 0).reshape(w.shape[axis], -1)
+        bound = w.max(axis=1)
+    else:
+        bound = np.array([w.max()])
+    return np.maximum(bound, 1e-12) / 127.0
+
+
+def quantize_weight(weight: np.ndarray, scales: np.ndarray, axis: int = 0) -> np.ndarray:
+    shape = [1] * weight.ndim
+    shape[axis] = -1
+    s = scales.reshape(shape) if scales.size > 1 else scales.reshape(())
+    return np.clip(np.round(weight / s), -127, 127).astype(np.int8)
