@@ -7,6 +7,7 @@ from . import (  # noqa: F401  (imported to register)
     cse,
     dce,
     expand_clip,
+    fake_quantize,
     fold_batchnorm,
     fold_constant,
     fuse_conv_act,

@@ -1,0 +1,194 @@
+"""Post-training quantization, step 1: calibrate a model and write its quantization table.
+
+The model is imported and put through the graph passes that do not change layout
+(`QUANT_PIPELINE`); every conv2d / matmul activation input is then added to `main`'s outputs,
+the module is compiled by tilecc for this host, and the calibration samples run through it
+twice: once for ranges, once for histograms over those ranges (percentile, kl). The table maps
+each observed value (by its Relax name, stable for the same model and pipeline) to its int8
+parameters; `passes/fake_quantize.py` reads it.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable
+from pathlib import Path
+
+import numpy as np
+import tvm
+from tvm import relax
+
+from tilecc.passes.fake_quantize import anchor_key, is_anchor
+from tilecc.targets import get_target
+
+from .build import bind_params, template_plan
+from .calibration import (
+    METHODS,
+    HistogramObserver,
+    RangeObserver,
+    activation_qparams,
+    kl_threshold,
+    percentile_range,
+)
+from .errors import InputError
+from .files import atomic_output
+from .frontend_onnx import ImportedModel
+from .pass_pipeline import run_pipeline
+from .pipeline import relax_pipeline
+from .runtime import flatten_outputs
+
+TABLE_FORMAT = "tilecc-quant-table-1"
+QUANT_PIPELINE = (
+    "fold-constant,fold-batchnorm,simplify-reshape,conv-transpose-to-matmul,fold-constant,"
+    "expand-clip,scalarize-constants,cse,dce"
+)
+
+
+def quantizable(mod: tvm.IRModule) -> list[tuple[str, relax.Var]]:
+    """(key, activation input) of every conv2d / matmul with constant weights, in binding
+    order; the key `conv2d:<k>` / `matmul:<k>` counts such ops (Relax names repeat after the
+    graph passes, so they cannot be keys)."""
+    points = []
+    for block in mod["main"].body.blocks:
+        for binding in block.bindings:
+            call = binding.value
+            if is_anchor(call):
+                points.append((anchor_key(call, len(points)), call.args[0]))
+    return points
+
+
+def with_observers(mod: tvm.IRModule, values: list[relax.Var]) -> tvm.IRModule:
+    """`main` also returns `values` (after its own outputs), so a run shows them."""
+    main = mod["main"]
+    body = main.body
+    outputs = body.body
+    own = list(outputs.fields) if isinstance(outputs, relax.Tuple) else [outputs]
+    blocks = list(body.blocks)
+    if isinstance(blocks[-1], relax.DataflowBlock):  # observed values must leave the block
+        exposed = set(values)
+        bindings = []
+        renamed = {}
+        for b in blocks[-1].bindings:
+            if isinstance(b.var, relax.DataflowVar) and b.var in exposed:
+                var = relax.Var(b.var.name, b.var.ty)
+                renamed[b.var] = var
+                bindings.append(relax.VarBinding(var, b.value))
+                bindings.append(relax.VarBinding(b.var, var))
+            else:
+                bindings.append(b)
+        blocks[-1] = relax.DataflowBlock(bindings)
+        values = [renamed.get(v, v) for v in values]
+    new_body = relax.BlockBuilder().normalize(relax.SeqExpr(blocks, relax.Tuple(own + values)))
+    func = relax.Function(main.params, new_body, attrs=main.attrs)
+    out = mod.clone() if hasattr(mod, "clone") else tvm.IRModule(dict(mod.functions_items()))
+    out["main"] = func
+    return relax.transform.Normalize()(out)
+
+
+def prepared(imported: ImportedModel) -> tvm.IRModule:
+    """The module quantization sees: weights bound, layout-neutral graph passes."""
+    return run_pipeline(bind_params(imported), QUANT_PIPELINE)
+
+
+def calibrate(
+    imported: ImportedModel,
+    samples: list[dict[str, np.ndarray]],
+    method: str = "minmax",
+    percentile: float = 99.99,
+    symmetric: bool = False,
+    progress: Callable[[str], None] = print,
+) -> dict:
+    """The quantization table of `imported` over `samples` (dicts keyed by input name)."""
+    if method not in METHODS:
+        raise InputError(f"unknown calibration method '{method}' (one of: {', '.join(METHODS)})")
+    if not samples:
+        raise InputError(f"{imported.source}: no calibration samples")
+    mod = prepared(imported)
+    points = quantizable(mod)
+    unique = list(dict.fromkeys(var for _, var in points))  # a value may feed several ops
+    if not points:
+        raise InputError(f"{imported.source}: no quantizable op (conv2d or matmul with weights)")
+    host = get_target("x86")
+    target = host.tvm()
+    executable = tvm.compile(
+        with_observers(mod, unique),
+        target=target,
+        relax_pipeline=relax_pipeline(target, template_plan(host)),
+    )
+    vm = relax.VirtualMachine(executable, tvm.cpu())
+    names = [i.name for i in imported.inputs]
+    own = len(imported.outputs)
+
+    def observed(sample):
+        out = flatten_outputs(vm["main"](*[tvm.runtime.tensor(sample[n]) for n in names]))
+        return out[own:]
+
+    ranges = [RangeObserver() for _ in unique]
+    for i, sample in enumerate(samples):
+        for r, value in zip(ranges, observed(sample), strict=True):
+            r.observe(value)
+        progress(f"calibrating ({method}): ranges {i + 1}/{len(samples)}")
+    hists = None
+    if method != "minmax":
+        hists = [HistogramObserver(r.low, r.high) for r in ranges]
+        for i, sample in enumerate(samples):
+            for h, value in zip(hists, observed(sample), strict=True):
+                h.observe(value)
+            progress(f"calibrating ({method}): histograms {i + 1}/{len(samples)}")
+    by_value = {}
+    for k, (var, r) in enumerate(zip(unique, ranges, strict=True)):
+        low, high = r.low, r.high
+        if method == "percentile":
+            low, high = percentile_range(hists[k], percentile)
+        elif method == "kl":
+            t = kl_threshold(hists[k].magnitude, hists[k].absmax)
+            low, high = max(low, -t), min(high, t)
+        qp = activation_qparams(low, high, symmetric)
+        by_value[var] = {
+            "scale": qp.scale,
+            "zero_point": qp.zero_point,
+            "observed": [r.low, r.high],
+            "range": [low, high],
+        }
+    activations = {key: by_value[var] for key, var in points}
+    return {
+        "format": TABLE_FORMAT,
+        "model_sha256": imported.source_sha256,
+        "method": method,
+        "percentile": percentile if method == "percentile" else None,
+        "symmetric_activations": symmetric,
+        "samples": len(samples),
+        "activations": activations,
+    }
+
+
+def load_samples(folder: str | Path, imported: ImportedModel) -> list[dict[str, np.ndarray]]:
+    """Calibration samples: every `.npz` in `folder`, each keyed by the model's input names,
+    checked against the model's input shapes and dtypes."""
+    folder = Path(folder)
+    if not folder.is_dir():
+        raise InputError(f"{folder}: no such calibration folder")
+    files = sorted(folder.glob("*.npz"))
+    if not files:
+        raise InputError(f"{folder}: no calibration samples (.npz files keyed by input name)")
+    samples = []
+    for path in files:
+        with np.load(path) as data:
+            sample = {}
+            for info in imported.inputs:
+                if info.name not in data:
+                    raise InputError(f"{path}: no array named '{info.name}' (a model input)")
+                value = np.asarray(data[info.name])
+                if tuple(value.shape) != tuple(info.shape) or str(value.dtype) != info.dtype:
+                    raise InputError(
+                        f"{path}: '{info.name}' is {list(value.shape)} {value.dtype}, the model "
+                        f"takes {list(info.shape)} {info.dtype}"
+                    )
+                sample[info.name] = value
+            samples.append(sample)
+    return samples
+
+
+def save_table(table: dict, path: Path) -> None:
+    with atomic_output(Path(path), ".json") as tmp:
+        tmp.write_text(json.dumps(table, indent=1, sort_keys=True))

@@ -1,0 +1,98 @@
+"""fake-quantize: int8 quantize -> dequantize around every calibrated conv2d / matmul input, and
+its weights rounded to int8 per output channel, all computed in fp32 (what QAT simulates)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import tvm
+from tvm import relax
+
+from tilecc.compiler.calibration import quantize_weight, weight_scales
+from tilecc.compiler.errors import PassOptionError
+
+from .registry import register_pass
+
+_AXIS = {"relax.nn.conv2d": 0, "relax.matmul": -1}  # the weights' output-channel axis
+
+
+@register_pass("fake-quantize", scope="function")
+class FakeQuantize:
+    """Simulate int8 inference in fp32: the activation input of each conv2d / matmul the
+    quantization table (`tilecc quantize`) names (`<op>:<k>`, the k-th such op) becomes
+    dequantize(quantize(x)) with the table's scale and zero point, and each constant weight is
+    replaced by its int8 per-channel (symmetric) rounding times its scale. The int8 accuracy
+    preview before deploying.
+    Options: table (path of the JSON table), per-channel (weights per output channel, default
+    true; false: one scale per tensor).
+    Example (x calibrated to scale s, zero point z):
+        before:  y = R.nn.conv2d(x, W)
+        after:   q = R.quantize(x, s, z); x2 = R.dequantize(q, s, z); y = R.nn.conv2d(x2, W8)
+    Leaves alone: inputs the table does not name, weights computed at run time.
+    """
+
+    def __init__(self, table: str = "", per_channel: bool = True):
+        if not table:
+            raise PassOptionError("fake-quantize", "table", table)
+        try:
+            data = json.loads(Path(table).read_text())
+            self.activations = data["activations"]
+        except (OSError, ValueError, KeyError) as exc:
+            raise PassOptionError("fake-quantize", "table", f"{table} ({exc})") from exc
+        self.per_channel = per_channel
+
+    def transform_function(self, func, mod, ctx):
+        return _FakeQuantize(self.activations, self.per_channel).visit_expr(func)
+
+
+def is_anchor(call) -> bool:
+    """A conv2d / matmul with constant weights on an activation: what int8 runs."""
+    return (
+        isinstance(call, relax.Call)
+        and getattr(call.op, "name", None) in _AXIS
+        and isinstance(call.args[0], relax.Var)
+        and isinstance(call.args[1], tvm.ir.Constant)
+    )
+
+
+def anchor_key(call: relax.Call, index: int) -> str:
+    """The table's key of the `index`-th anchor: `conv2d:3`, `matmul:7`."""
+    return f"{call.op.name.split('.')[-1]}:{index}"
+
+
+@relax.expr_functor.mutator
+class _FakeQuantize(relax.PyExprMutator):
+    def __init__(self, activations, per_channel):
+        super().__init__()
+        self.activations = activations
+        self.per_channel = per_channel
+        self.count = 0  # conv2d / matmul with constant weights seen so far: the table's key
+        self.done: dict = {}  # activation -> its dequantized value (emitted once)
+
+    def visit_call_(self, call):
+        original = call
+        call = super().visit_call_(call)
+        if not is_anchor(original):
+            return call
+        name = original.op.name
+        key = anchor_key(original, self.count)
+        self.count += 1
+        params = self.activations.get(key)
+        if params is None:
+            return call
+        x = original.args[0]
+        if x not in self.done:
+            scale = relax.const(np.float32(params["scale"]))
+            zero = relax.const(np.int8(params["zero_point"]))
+            q = self.builder_.emit(relax.op.quantize(call.args[0], scale, zero, out_dtype="int8"))
+            self.done[x] = self.builder_.emit(relax.op.dequantize(q, scale, zero))
+        w = call.args[1].value.numpy()
+        axis = _AXIS[name] % w.ndim
+        scales = weight_scales(w, self.per_channel, axis)
+        shape = [1] * w.ndim
+        shape[axis] = -1
+        w8 = quantize_weight(w, scales, axis).astype(np.float32)
+        fake = (w8 * (scales.reshape(shape) if scales.size > 1 else scales[0])).astype(np.float32)
+        return relax.Call(call.op, [self.done[x], relax.const(fake)], call.attrs, call.ty_args)

@@ -1,0 +1,83 @@
+"""Calibration of a real model (PP-OCR cls) into a quantization table, the fake-quant build it
+drives, and bad calibration input."""
+
+import numpy as np
+import pytest
+import tvm
+from onnx import TensorProto, helper
+from tvm import relax
+
+from tilecc.compiler.assets import model_path
+from tilecc.compiler.build import compile_imported
+from tilecc.compiler.errors import InputError
+from tilecc.compiler.frontend_onnx import import_onnx
+from tilecc.compiler.pass_pipeline import IROptions
+from tilecc.compiler.quantize import (
+    QUANT_PIPELINE,
+    calibrate,
+    load_samples,
+    prepared,
+    quantizable,
+    save_table,
+)
+from tilecc.compiler.reference import ort_run
+from tilecc.compiler.sample_inputs import ppocr_input
+from tilecc.targets import get_target
+
+SHAPE = (1, 3, 48, 192)
+
+
+@pytest.fixture(scope="module")
+def cls():
+    return import_onnx(model_path("ppocr-cls"), {"x": list(SHAPE)})
+
+
+def test_minmax_table_covers_every_conv_and_matmul_and_fake_quant_keeps_the_answer(cls, tmp_path):
+    samples = [{"x": ppocr_input("cls", SHAPE)}, {"x": -ppocr_input("cls", SHAPE)}]
+    lines = []
+    table = calibrate(cls, samples, "minmax", progress=lines.append)
+    assert lines[-1] == "calibrating (minmax): ranges 2/2"
+    points = quantizable(prepared(cls))
+    assert len(points) == 54 and [k for k, _ in points] == list(table["activations"])
+    first = table["activations"]["conv2d:0"]
+    assert first["observed"] == pytest.approx([-1.0, 1.0], abs=0.07)  # the normalized image
+    path = tmp_path / "table.json"
+    save_table(table, path)
+
+    spec = get_target("x86")
+    passes = f"{QUANT_PIPELINE},fake-quantize{{table={path}}},{spec.graph_pipeline}"
+    vm = relax.VirtualMachine(compile_imported(cls, spec, ir=IROptions(passes)), tvm.cpu())
+    x = samples[0]["x"]
+    fake = vm["main"](tvm.runtime.tensor(x)).numpy()
+    (fp32,) = ort_run(model_path("ppocr-cls"), {"x": x}).values()
+    assert fake.argmax() == fp32.argmax()
+    assert 1e-3 < np.abs(fake - fp32).max() < 0.1  # int8 noise, not nothing, not garbage
+
+
+def test_calibration_samples_are_checked(cls, tmp_path):
+    with pytest.raises(InputError, match="no calibration samples"):
+        load_samples(tmp_path, cls)
+    np.savez(tmp_path / "a.npz", x=np.zeros((1, 3, 32, 100), np.float32))
+    with pytest.raises(InputError, match=r"a.npz: 'x' is \[1, 3, 32, 100\] float32, the model "):
+        load_samples(tmp_path, cls)
+    np.savez(tmp_path / "a.npz", image=np.zeros(SHAPE, np.float32))
+    with pytest.raises(InputError, match="no array named 'x'"):
+        load_samples(tmp_path, cls)
+    np.savez(tmp_path / "a.npz", x=np.zeros(SHAPE, np.float32))
+    assert len(load_samples(tmp_path, cls)) == 1
+
+
+def test_a_model_with_nothing_to_quantize_is_refused(tmp_path):
+    graph = helper.make_graph(
+        [helper.make_node("Relu", ["x"], ["y"])],
+        "relu",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 4])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 4])],
+    )
+    path = tmp_path / "relu.onnx"
+    path.write_bytes(helper.make_model(graph).SerializeToString())
+    imported = import_onnx(path)
+    with pytest.raises(InputError, match="no quantizable op"):
+        calibrate(imported, [{"x": np.ones((1, 4), np.float32)}])
+    with pytest.raises(InputError, match="unknown calibration method 'mse'"):
+        calibrate(imported, [{"x": np.ones((1, 4), np.float32)}], "mse")
