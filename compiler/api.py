@@ -8,6 +8,7 @@ outputs = tilecc.run_model("det.so", inputs)
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import statistics
 import sys
@@ -28,6 +29,7 @@ from .errors import InputError, TargetError
 from .files import check_writable
 from .frontend_onnx import ImportedModel, import_onnx
 from .pass_pipeline import IROptions
+from .quantize import calibrate, fake_quant_pipeline, load_samples, save_table
 from .runtime import CompiledModel
 from .tuning import tune_imported
 
@@ -49,24 +51,52 @@ def compile_model(
     host: str | None = None,
     accel_config: str | Path | None = None,
     on_partition=None,
+    fake_quant: str | Path | None = None,
 ) -> Path | object:
     """Compile an ONNX file; write `output` if given (returns its path), else return the
     in-memory executable. Kernels take the fastest of `tuning_records` for this target, else
     their templates' defaults. An accelerator target (`npu`) runs what it does not take on
     `host` (default x86), reads `accel_config`, and tells `on_partition(report)` what went
-    where (default: a summary line on stderr)."""
+    where (default: a summary line on stderr). `fake_quant`, a table from `quantize_model`,
+    builds the int8 accuracy preview: int8 rounding simulated in fp32."""
     spec = accelerator_spec(target, host, accel_config)
     if output is not None:
         check_writable(output)
     options = spec.accelerator.read_config(Path(accel_config)) if accel_config else None
     records = load_records(tuning_records) if tuning_records is not None else None
     imported = import_onnx(model, input_shapes)
+    if fake_quant is not None:
+        ir = ir or IROptions()
+        passes = fake_quant_pipeline(fake_quant, imported, ir.passes or spec.graph_pipeline)
+        ir = dataclasses.replace(ir, passes=passes)
     if on_partition is None:
         on_partition = _partition_summary
     executable = compile_imported(
         imported, spec, threads, ir, template_plan(spec, records), options, on_partition
     )
     return export(executable, spec, output) if output is not None else executable
+
+
+def quantize_model(
+    model: str | Path,
+    calib: str | Path,
+    output: str | Path,
+    method: str = "minmax",
+    percentile: float = 99.99,
+    symmetric_activations: bool = False,
+    per_channel: bool = True,
+    input_shapes: dict[str, list[int]] | None = None,
+    progress=print,
+) -> Path:
+    """Calibrate `model` on the `.npz` samples in `calib` and write its quantization table."""
+    check_writable(output)
+    imported = import_onnx(model, input_shapes)
+    samples = load_samples(calib, imported)
+    table = calibrate(
+        imported, samples, method, percentile, symmetric_activations, progress, per_channel
+    )
+    save_table(table, Path(output))
+    return Path(output)
 
 
 def accelerator_spec(target: str | TargetSpec, host: str | None = None, accel_config=None):

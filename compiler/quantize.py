@@ -97,6 +97,7 @@ def calibrate(
     percentile: float = 99.99,
     symmetric: bool = False,
     progress: Callable[[str], None] = print,
+    per_channel: bool = True,
 ) -> dict:
     """The quantization table of `imported` over `samples` (dicts keyed by input name)."""
     if method not in METHODS:
@@ -157,6 +158,7 @@ def calibrate(
         "method": method,
         "percentile": percentile if method == "percentile" else None,
         "symmetric_activations": symmetric,
+        "per_channel_weights": per_channel,
         "samples": len(samples),
         "activations": activations,
     }
@@ -187,6 +189,24 @@ def load_samples(folder: str | Path, imported: ImportedModel) -> list[dict[str, 
                 sample[info.name] = value
             samples.append(sample)
     return samples
+
+
+def fake_quant_pipeline(table_path: str | Path, imported: ImportedModel, rest: str) -> str:
+    """The graph pipeline of a fake-quant build: the passes the table was calibrated after,
+    `fake-quantize` with the table, then `rest` (the target's pipeline)."""
+    path = Path(table_path)
+    try:
+        table = json.loads(path.read_text())
+    except (OSError, ValueError) as exc:
+        raise InputError(f"{path}: not a quantization table ({exc})") from exc
+    if not isinstance(table, dict) or table.get("format") != TABLE_FORMAT:
+        raise InputError(f"{path}: not a quantization table (format {TABLE_FORMAT})")
+    if table.get("model_sha256") != imported.source_sha256:
+        raise InputError(f"{path}: calibrated for another model than {imported.source}")
+    per_channel = "true" if table.get("per_channel_weights", True) else "false"
+    return (
+        f"{QUANT_PIPELINE},fake-quantize{{table={path.resolve()} per-channel={per_channel}}},{rest}"
+    )
 
 
 def save_table(table: dict, path: Path) -> None:

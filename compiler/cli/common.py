@@ -47,6 +47,14 @@ def add_accelerator_args(parser) -> None:
     )
 
 
+def add_fake_quant_arg(parser) -> None:
+    parser.add_argument(
+        "--fake-quant",
+        metavar="TABLE.json",
+        help="int8 accuracy preview: simulate int8 with a `tilecc quantize` table (in fp32)",
+    )
+
+
 def partition_printer(args):
     """What compile does with the partition report: all of it, or its summary line."""
 

@@ -8,9 +8,9 @@ import traceback
 
 from tilecc.compiler.errors import TilecError
 
-from . import bench, compile, opt, passes, run, setup, targets, tune, zoo
+from . import bench, compile, opt, passes, quantize, run, setup, targets, tune, zoo
 
-SUBCOMMANDS = [compile, tune, run, bench, opt, passes, targets, zoo, setup]
+SUBCOMMANDS = [compile, tune, quantize, run, bench, opt, passes, targets, zoo, setup]
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -14,6 +14,7 @@ from tilecc.targets.npu.report import format_report
 
 from .common import (
     add_accelerator_args,
+    add_fake_quant_arg,
     add_model_args,
     input_shapes,
     load_npz,
@@ -44,6 +45,7 @@ def add_parser(sub) -> None:
         help="print the simulated NPU's cycles, cube utilisation, buffer peaks and DMA bytes",
     )
     add_accelerator_args(parser)
+    add_fake_quant_arg(parser)
     parser.set_defaults(drive=drive_run)
 
 
@@ -61,6 +63,7 @@ def drive_run(args) -> int:
                 host=args.host,
                 accel_config=args.accel_config,
                 on_partition=partition_printer(args),
+                fake_quant=args.fake_quant,
             )
             onnx_path = path
         else:

@@ -81,3 +81,40 @@ def test_a_model_with_nothing_to_quantize_is_refused(tmp_path):
         calibrate(imported, [{"x": np.ones((1, 4), np.float32)}])
     with pytest.raises(InputError, match="unknown calibration method 'mse'"):
         calibrate(imported, [{"x": np.ones((1, 4), np.float32)}], "mse")
+
+
+def test_cli_quantize_then_run_the_fake_quant_preview(cli, tmp_path):
+    calib = tmp_path / "calib"
+    calib.mkdir()
+    for i, sign in enumerate((1, -1)):
+        np.savez(calib / f"{i}.npz", x=sign * ppocr_input("cls", SHAPE))
+    table = tmp_path / "cls.json"
+    model = model_path("ppocr-cls")
+    shapes = ("--input-shapes", "x:[1,3,48,192]")
+    code, _, err = cli(
+        "quantize", model, *shapes, "--calib", calib, "--method", "minmax", "-o", table
+    )
+    assert code == 0, err
+    assert "calibrating (minmax): ranges 2/2" in err and table.is_file()
+    np.savez(tmp_path / "in.npz", x=ppocr_input("cls", SHAPE))
+    code, out, err = cli(
+        "run", model, *shapes, "--fake-quant", table, "--inputs", tmp_path / "in.npz",
+        "--compare-ort", "--atol", "0.1",
+    )  # fmt: skip
+    assert code == 0, err
+    assert "vs ORT" in out and "ok" in out
+
+
+def test_cli_quantize_refuses_bad_input_and_writes_nothing(cli, tmp_path):
+    model = model_path("ppocr-cls")
+    shapes = ("--input-shapes", "x:[1,3,48,192]")
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    out = tmp_path / "t.json"
+    code, _, err = cli("quantize", model, *shapes, "--calib", empty, "-o", out)
+    assert code == 1 and "error: " in err and "no calibration samples" in err
+    assert not out.exists()
+    bogus = tmp_path / "bogus.json"
+    bogus.write_text('{"format": "tilecc-quant-table-1", "model_sha256": "0", "activations": {}}')
+    code, _, err = cli("run", model, *shapes, "--fake-quant", bogus)
+    assert code == 1 and "calibrated for another model" in err
