@@ -87,16 +87,13 @@ def kl_threshold(hist: np.ndarray, absmax: float, levels: int = KL_LEVELS) -> fl
 def _quantized(ref: np.ndarray, levels: int) -> np.ndarray:
     """`ref` merged into `levels` groups of len(ref) // levels bins (the last group takes the
     rest), each group's mass spread evenly over its non-empty bins; empty bins stay empty."""
-    q = np.zeros_like(ref)
-    merged = len(ref) // levels
-    for j in range(levels):
-        a = j * merged
-        b = len(ref) if j == levels - 1 else a + merged
-        chunk = ref[a:b]
-        nonzero = chunk != 0
-        if nonzero.any():
-            q[a:b][nonzero] = chunk.sum() / nonzero.sum()
-    return q
+    starts = np.arange(levels) * (len(ref) // levels)
+    sizes = np.diff(np.append(starts, len(ref)))
+    nonzero = ref != 0
+    mass = np.add.reduceat(ref, starts)
+    count = np.add.reduceat(nonzero.astype(np.float64), starts)
+    per_bin = np.divide(mass, count, out=np.zeros(levels), where=count > 0)
+    return np.repeat(per_bin, sizes) * nonzero
 
 
 def _kl(p: np.ndarray, q: np.ndarray) -> float:

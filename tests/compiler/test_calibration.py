@@ -83,21 +83,21 @@ def test_minmax_and_percentile_ranges_match_numpy():
 
 
 def reference_kl_threshold(hist, absmax, levels=128):
-    """TensorRT's entropy calibration written out another way: merge with np.add.reduceat,
-    expand with np.repeat, KL with scipy.stats.entropy."""
+    """TensorRT's entropy calibration written out another way: plain loops over the merged
+    groups, KL from scipy.stats.entropy."""
     hist = np.asarray(hist, float)
     n = len(hist)
     divergences = {}
     for i in range(levels, n + 1):
         p = hist[:i].copy()
         p[-1] += hist[i:].sum()
+        q = np.zeros(i)
         merged = i // levels
-        starts = np.arange(levels) * merged
-        sums = np.add.reduceat(hist[:i], starts)
-        sizes = np.diff(np.append(starts, i))
-        nonzero_counts = np.add.reduceat((hist[:i] != 0).astype(float), starts)
-        per_bin = np.divide(sums, nonzero_counts, out=np.zeros(levels), where=nonzero_counts > 0)
-        q = np.repeat(per_bin, sizes) * (hist[:i] != 0)
+        for j in range(levels):
+            lo, hi = j * merged, (i if j == levels - 1 else (j + 1) * merged)
+            filled = [b for b in range(lo, hi) if hist[b] != 0]
+            for b in filled:
+                q[b] = hist[lo:hi].sum() / len(filled)
         if np.any((p > 0) & (q == 0)):
             continue
         divergences[i] = entropy(p, q)
