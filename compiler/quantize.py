@@ -3,9 +3,9 @@
 The model is imported and put through the graph passes that do not change layout
 (`QUANT_PIPELINE`); every conv2d / matmul activation input is then added to `main`'s outputs,
 the module is compiled by tilecc for this host, and the calibration samples run through it
-twice: once for ranges, once for histograms over those ranges (percentile, kl). The table maps
-each observed value (by its Relax name, stable for the same model and pipeline) to its int8
-parameters; `passes/fake_quantize.py` reads it.
+twice: once for ranges, once for histograms over those ranges (percentile, kl). The table gives
+each conv2d / matmul (`conv2d:<k>`, the k-th in binding order, stable for the same model and
+pipeline) the int8 parameters of its activation input; `passes/fake_quantize.py` reads it.
 """
 
 from __future__ import annotations
