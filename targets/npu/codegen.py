@@ -20,10 +20,10 @@ from tvm import relax
 
 from tilecc.targets.accelerator import CSource
 
-from .config import NpuConfig, NpuConfigError
+from .config import NpuConfig
 from .kernels import Kernel, Op, Program, c1, cfloat, flatten, group, program, view
 from .patterns import static_shape
-from .tiling import plan_conv, plan_eltwise, plan_window
+from .tiling import plan_conv, plan_eltwise, plan_softmax, plan_window
 
 RUNTIME = Path(__file__).parent / "runtime"
 
@@ -66,7 +66,6 @@ class FunctionEmitter:
         self.consts: list[str] = []  # C declarations of constants
         self.body: list[str] = []
         self.tensor: dict = {}  # relax.Var -> C name of its 5HD buffer
-        self.shape: dict = {}
 
     def cname(self, prefix: str) -> str:
         return f"{prefix}{self.index}_{len(self.consts)}"
@@ -105,8 +104,7 @@ class FunctionEmitter:
         for p in self.params:
             last[p] = -1
         for i, k in enumerate(kernels):
-            ops = ([k.anchor] if k.anchor else []) + k.ops
-            for op in ops:
+            for op in k.all_ops:
                 for a in op.args:
                     if isinstance(a, relax.Var):
                         last[a] = i
@@ -120,7 +118,6 @@ class FunctionEmitter:
         (n, c, h, w), _ = view(shape)
         name = f"t{len(self.tensor)}"
         self.tensor[var] = name
-        self.shape[var] = shape
         self.body.append(
             f"  {name} = (uint16_t*)calloc({n * c1(c) * h * w * 16}, 2);"
             f' if (!{name}) return npu_fail(core, "out of host memory");'
@@ -168,13 +165,12 @@ class FunctionEmitter:
         return "\n".join(lines), prog
 
     def _kernel(self, k: Kernel, i: int):
-        names = " + ".join(([k.anchor.name] if k.anchor else []) + [o.name for o in k.ops])
+        names = " + ".join(op.name for op in k.all_ops)
         where = f"{self.name} kernel {i} ({names} -> {list(static_shape(k.out))})"
         head, prog = self._program(k, names)
         inputs = [
             self.tensor[a] for a in (k.anchor.args if k.anchor else []) if isinstance(a, relax.Var)
         ]
-        out = None
         if k.anchor is None:
             (n, c, h, w), _ = view(static_shape(k.out))
             shape = (n, c1(c), h * w)
@@ -188,10 +184,7 @@ class FunctionEmitter:
             call = self._conv(k, prog, inputs[0], where)
         elif k.anchor.name == "nn.softmax":
             (n, c, h, w), _ = view(static_shape(k.out))
-            ub = self.cfg.ub_bytes
-            m_tile = min(h * w, ub // ((prog.num_slots + 1) * c1(c) * 32))
-            if m_tile < 1:
-                raise NpuConfigError(f"{where}: softmax over {c} channels does not fit UB")
+            m_tile = plan_softmax(self.cfg, c, h * w, prog.num_slots, where)
             call = (
                 f"    static const npu_softmax_desc d = "
                 f"{{{{{n}, {c1(c)}, {h * w}}}, {c}, {m_tile}}};\n"

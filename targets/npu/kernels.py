@@ -36,7 +36,6 @@ class Op:
     attrs: object
     args: list  # relax.Var (a value) or np.ndarray (a constant)
     out: relax.Var
-    call: relax.Call
 
 
 def flatten(func: relax.Function) -> tuple[list[Op], list[relax.Var]]:
@@ -71,8 +70,7 @@ def flatten(func: relax.Function) -> tuple[list[Op], list[relax.Var]]:
                     # A composite called twice shares its body: each call gets fresh values.
                     out = relax.Var(binding.var.name, binding.var.ty)
                     subst[binding.var] = out
-                    ops.append(Op(value.op.name.removeprefix("relax."), value.attrs, args, out,
-                                  value))  # fmt: skip
+                    ops.append(Op(value.op.name.removeprefix("relax."), value.attrs, args, out))
                 elif isinstance(value, relax.Var):
                     subst[binding.var] = resolve(value)
                 else:
@@ -115,8 +113,10 @@ class Kernel:
     def out(self) -> relax.Var:
         return (self.ops[-1] if self.ops else self.anchor).out
 
-    def values(self) -> list[relax.Var]:
-        return ([self.anchor.out] if self.anchor else []) + [o.out for o in self.ops]
+    @property
+    def all_ops(self) -> list[Op]:
+        """The anchor (if any), then the vector program's ops."""
+        return ([self.anchor] if self.anchor else []) + self.ops
 
 
 def is_elementwise(op: Op) -> bool:
@@ -187,7 +187,7 @@ def _fold_bias(k: Kernel) -> Kernel:
     k.bias = np.asarray(b, dtype=np.float32).reshape(-1)
     k.ops = k.ops[1:]
     # the anchor now produces the add's value
-    k.anchor = Op(k.anchor.name, k.anchor.attrs, k.anchor.args, add.out, k.anchor.call)
+    k.anchor = Op(k.anchor.name, k.anchor.attrs, k.anchor.args, add.out)
     return k
 
 

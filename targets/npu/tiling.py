@@ -91,5 +91,14 @@ def plan_eltwise(cfg: NpuConfig, shape: tuple[int, int, int], slots: int, where:
     raise NpuConfigError(f"{where}: no tiling fits this NPU's buffers ({_sizes(cfg)})")
 
 
+def plan_softmax(cfg: NpuConfig, channels: int, pixels: int, slots: int, where: str) -> int:
+    """Pixels per tile: a softmax tile holds every channel block of its pixels (the input
+    tile beside the program's slots)."""
+    m_tile = min(pixels, cfg.ub_bytes // ((slots + 1) * c1(channels) * 32))
+    if m_tile < 1:
+        raise NpuConfigError(f"{where}: softmax over {channels} channels does not fit UB")
+    return m_tile
+
+
 def _sizes(cfg: NpuConfig) -> str:
     return ", ".join(f"{b} {v} B" for b, v in cfg.buffer_bytes().items())
