@@ -25,7 +25,7 @@ from tilecc.compiler.runtime import CompiledModel
 from tilecc.compiler.sample_inputs import ppocr_input
 from tilecc.targets.npu.codegen import RUNTIME
 from tilecc.targets.npu.config import NpuConfig
-from tilecc.targets.npu.report import BUFFERS, utilisation
+from tilecc.targets.npu.report import BUFFERS, busy_shares, totals, utilisation
 
 CNNS = ["mobilenetv2", "mobilenetv3-small", "shufflenetv2", "squeezenet1.1", "efficientnet-lite0"]
 
@@ -45,25 +45,22 @@ def build_and_run(path, tmp: Path, inputs, shapes=None, config: dict | None = No
     return outputs, expected, reports[0], compiled.npu_report
 
 
-def cycle_table(report: dict) -> list[str]:
+def cycle_table(report: dict) -> tuple[list[str], dict]:
     rows = [
         "| subgraph | calls | cycles | cube busy | vector busy | DMA busy | cube util | "
         + " | ".join(f"{b} peak" for b in BUFFERS)
         + " | DMA in | DMA out |",
         "|---" * (9 + len(BUFFERS)) + "|",
     ]
-    total = {"cycles": 0.0, "macs": 0.0, "dma_in": 0.0, "dma_out": 0.0}
     for sub in report["subgraphs"]:
-        busy = [sub[u] / sub["cycles"] for u in ("cube", "vector", "dma")]
         rows.append(
             f"| {sub['name']} | {sub['calls']} | {sub['cycles']:,.0f} | "
-            + " | ".join(f"{b:.0%}" for b in busy)
+            + " | ".join(f"{b:.0%}" for b in busy_shares(sub))
             + f" | {utilisation(sub):.1%} | "
             + " | ".join(f"{sub['peak'][b] / 1024:.0f} KiB" for b in BUFFERS)
             + f" | {sub['dma_in'] / 2**20:.1f} MiB | {sub['dma_out'] / 2**20:.1f} MiB |"
         )
-        for k in total:
-            total[k] += sub[k]
+    total = totals(report["subgraphs"])
     rows.append(
         f"| **total** | | **{total['cycles']:,.0f}** | | | | **{utilisation(total):.1%}** | "
         + " | ".join(f"of {report['config'][b] // 1024} KiB" for b in BUFFERS)

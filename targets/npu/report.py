@@ -16,6 +16,19 @@ def utilisation(sub: dict) -> float:
     return sub["macs"] / (CUBE_MACS_PER_CYCLE * cycles) if cycles else 0.0
 
 
+def busy_shares(sub: dict) -> list[float]:
+    """Each unit's busy cycles (cube, vector, DMA) over the subgraph's cycles."""
+    cycles = sub["cycles"]
+    return [sub[u] / cycles if cycles else 0.0 for u in ("cube", "vector", "dma")]
+
+
+def totals(subgraphs: list[dict]) -> dict:
+    """Cycles, useful MACs and DMA bytes summed over `subgraphs`."""
+    return {
+        k: float(sum(sub[k] for sub in subgraphs)) for k in ("cycles", "macs", "dma_in", "dma_out")
+    }
+
+
 def format_report(report: dict) -> str:
     """A table: per subgraph cycles (and the unit that bounds it), cube utilisation, the peak
     of each on-chip buffer, DMA bytes; then totals and time at the configured clock."""
@@ -28,22 +41,16 @@ def format_report(report: dict) -> str:
         + f" {'DMA in':>10s} {'DMA out':>10s}"
     )
     lines = [head]
-    total = {"cycles": 0.0, "macs": 0.0, "dma_in": 0.0, "dma_out": 0.0}
-    for sub in report["subgraphs"]:
-        if not sub["calls"]:
-            continue
-        share = [
-            sub[u] / sub["cycles"] if sub["cycles"] else 0.0 for u in ("cube", "vector", "dma")
-        ]
+    ran = [sub for sub in report["subgraphs"] if sub["calls"]]
+    for sub in ran:
         lines.append(
             f"{sub['name']:14s} {sub['calls']:5d} {sub['cycles']:12,.0f} "
-            + " ".join(f"{s:6.0%}" for s in share)
+            + " ".join(f"{s:6.0%}" for s in busy_shares(sub))
             + f" {utilisation(sub):9.1%} "
             + " ".join(f"{_kib(sub['peak'][b]):>9s}" for b in BUFFERS)
             + f" {_mib(sub['dma_in']):>10s} {_mib(sub['dma_out']):>10s}"
         )
-        for k in total:
-            total[k] += sub[k]
+    total = totals(ran)
     util = utilisation(total)
     lines.append(
         f"{'total':14s} {'':5s} {total['cycles']:12,.0f} {'':20s} {util:9.1%} "
