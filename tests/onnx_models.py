@@ -26,6 +26,17 @@ def conv_relu(dims=(1, 3, 8, 8), channels=4, opset=13) -> onnx.ModelProto:
     return helper.make_model(graph, opset_imports=[helper.make_opsetid("", opset)])
 
 
+def relu_only(opset=13) -> onnx.ModelProto:
+    """x (1 x 4) -> Relu: a model with no conv, dense or matmul (nothing to tune or quantize)."""
+    graph = helper.make_graph(
+        [helper.make_node("Relu", ["x"], ["y"])],
+        "relu",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 4])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 4])],
+    )
+    return helper.make_model(graph, opset_imports=[helper.make_opsetid("", opset)])
+
+
 def runtime_reshape(batch=1, channels=4, height=6, width=10) -> onnx.ModelProto:
     """PP-OCR's pattern: the Reshape target is computed from Shape at run time
     (Shape -> Gather -> Cast -> Slice -> Concat -> Reshape), then a MatMul."""

@@ -22,6 +22,10 @@ def add_model_args(parser, target_default: str | None = "x86") -> None:
         default=target_default,
         help=f"one of: {', '.join(all_targets())} (default: {target_default})",
     )
+    add_input_shapes_arg(parser)
+
+
+def add_input_shapes_arg(parser) -> None:
     parser.add_argument(
         "--input-shapes",
         action="append",

@@ -11,7 +11,7 @@ import argparse
 from tilecc.compiler import api
 from tilecc.compiler.calibration import METHODS
 
-from .common import input_shapes, progress
+from .common import add_input_shapes_arg, input_shapes, progress
 
 
 def add_parser(sub) -> None:
@@ -33,12 +33,7 @@ def add_parser(sub) -> None:
         default=True,
         help="weight scales per output channel (default) or one per tensor",
     )
-    parser.add_argument(
-        "--input-shapes",
-        action="append",
-        metavar='"NAME:[d0,d1,...]"',
-        help="static shape of an input (repeatable)",
-    )
+    add_input_shapes_arg(parser)
     parser.add_argument("-o", "--output", required=True, metavar="TABLE.json")
     parser.set_defaults(drive=drive_quantize)
 

@@ -12,7 +12,7 @@ from pathlib import Path
 import numpy as np
 import onnx
 import pytest
-from onnx_models import conv_relu
+from onnx_models import conv_relu, relu_only
 
 from tilecc.compiler import api
 from tilecc.compiler.reference import ort_run
@@ -104,16 +104,8 @@ def _parses(line: str) -> bool:
 
 
 def test_model_without_tunable_ops_is_a_notice(cli, tmp_path):
-    from onnx import TensorProto, helper
-
-    graph = helper.make_graph(
-        [helper.make_node("Relu", ["x"], ["y"])],
-        "relu",
-        [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 4])],
-        [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 4])],
-    )
     path = tmp_path / "relu.onnx"
-    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)]), path)
+    onnx.save(relu_only(), path)
     code, _out, err = cli("tune", path, "-o", tmp_path / "r.json")
     assert code == 0 and "notice:" in err and "no conv2d or dense" in err
     assert not (tmp_path / "r.json").exists()

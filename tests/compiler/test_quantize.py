@@ -4,7 +4,7 @@ drives, and bad calibration input."""
 import numpy as np
 import pytest
 import tvm
-from onnx import TensorProto, helper
+from onnx_models import relu_only
 from tvm import relax
 
 from tilecc.compiler.assets import model_path
@@ -68,14 +68,8 @@ def test_calibration_samples_are_checked(cls, tmp_path):
 
 
 def test_a_model_with_nothing_to_quantize_is_refused(tmp_path):
-    graph = helper.make_graph(
-        [helper.make_node("Relu", ["x"], ["y"])],
-        "relu",
-        [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 4])],
-        [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 4])],
-    )
     path = tmp_path / "relu.onnx"
-    path.write_bytes(helper.make_model(graph).SerializeToString())
+    path.write_bytes(relu_only().SerializeToString())
     imported = import_onnx(path)
     with pytest.raises(InputError, match="no quantizable op"):
         calibrate(imported, [{"x": np.ones((1, 4), np.float32)}])
