@@ -36,30 +36,35 @@ class RangeObserver:
 
 
 class HistogramObserver:
-    """Histograms of x over [low, high] and of |x| over [0, max |x|] (pass 2)."""
+    """A histogram of x over [low, high] (percentile), or with `magnitude`, of |x| over
+    [0, max |x|] (kl) (pass 2): `counts`, `bins` equal bins from `low` to `high`."""
 
-    def __init__(self, low: float, high: float, bins: int = HISTOGRAM_BINS):
-        self.low, self.high = low, max(high, low + 1e-12)
+    def __init__(self, low: float, high: float, bins: int = HISTOGRAM_BINS, magnitude=False):
+        self.magnitude = magnitude
         self.absmax = max(abs(low), abs(high), 1e-12)
-        self.signed = np.zeros(bins, np.int64)
-        self.magnitude = np.zeros(bins, np.int64)
+        if magnitude:
+            low, high = 0.0, self.absmax
+        self.low, self.high = low, max(high, low + 1e-12)
+        self.counts = np.zeros(bins, np.int64)
         self.bins = bins
 
     def observe(self, x: np.ndarray) -> None:
         x = np.asarray(x, np.float64).ravel()
-        self.signed += np.histogram(x, self.bins, (self.low, self.high))[0]
-        self.magnitude += np.histogram(np.abs(x), self.bins, (0.0, self.absmax))[0]
+        self.counts += np.histogram(
+            np.abs(x) if self.magnitude else x, self.bins, (self.low, self.high)
+        )[0]
 
 
 def percentile_range(obs: HistogramObserver, percentile: float) -> tuple[float, float]:
-    """The range holding `percentile` % of the values, the rest split evenly between tails."""
+    """The range holding `percentile` % of the values, the rest split evenly between tails
+    (`obs` a histogram of x, not of |x|)."""
     if not 0 < percentile <= 100:
         raise ValueError(f"percentile must be in (0, 100], got {percentile}")
-    total = obs.signed.sum()
+    total = obs.counts.sum()
     if total == 0:
         return obs.low, obs.high
     tail = total * (100.0 - percentile) / 200.0
-    cdf = np.cumsum(obs.signed)
+    cdf = np.cumsum(obs.counts)
     width = (obs.high - obs.low) / obs.bins
     lo_bin = int(np.searchsorted(cdf, tail, side="right"))
     hi_bin = int(np.searchsorted(cdf, total - tail, side="left"))

@@ -131,7 +131,7 @@ def calibrate(
         progress(f"calibrating ({method}): ranges {i + 1}/{len(samples)}")
     hists = None
     if method != "minmax":
-        hists = [HistogramObserver(r.low, r.high) for r in ranges]
+        hists = [HistogramObserver(r.low, r.high, magnitude=method == "kl") for r in ranges]
         for i, sample in enumerate(samples):
             for h, value in zip(hists, observed(sample), strict=True):
                 h.observe(value)
@@ -142,7 +142,7 @@ def calibrate(
         if method == "percentile":
             low, high = percentile_range(hists[k], percentile)
         elif method == "kl":
-            t = kl_threshold(hists[k].magnitude, hists[k].absmax)
+            t = kl_threshold(hists[k].counts, hists[k].absmax)
             low, high = max(low, -t), min(high, t)
         qp = activation_qparams(low, high, symmetric)
         by_value[var] = {
