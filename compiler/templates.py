@@ -179,7 +179,8 @@ def conv2d_workload(call: relax.Call) -> Conv2dWorkload | None:
     dtype = str(call.args[0].ty.dtype)
     if block is None or str(attrs.out_layout) != str(attrs.data_layout) or None in (data, weight):
         return None
-    if dtype != "float32" or (attrs.out_dtype and str(attrs.out_dtype) not in ("", "float32")):
+    dtypes = (dtype, str(call.args[1].ty.dtype), str(attrs.out_dtype or "") or dtype)
+    if dtypes not in _CONV_DTYPES:
         return None
     oihw = _oihw_shape(weight, str(attrs.kernel_layout))
     if oihw is None:
@@ -195,6 +196,14 @@ def conv2d_workload(call: relax.Call) -> Conv2dWorkload | None:
         groups=int(attrs.groups), in_block=block, out_block=block, dtype=dtype,
     )  # fmt: skip
 
+
+# (data, weight, output) dtypes the templates compute: fp32, and 8-bit data by int8 weights
+# into int32 (passes/quantize_int8.py)
+_CONV_DTYPES = {
+    ("float32", "float32", "float32"),
+    ("uint8", "int8", "int32"),
+    ("int8", "int8", "int32"),
+}
 
 _KERNEL_LAYOUT = re.compile(r"^OIHW(?:(\d+)i)?(\d+)o$")
 

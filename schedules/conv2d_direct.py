@@ -153,7 +153,7 @@ def space(wl, lanes: int) -> Space:
 
 
 def applies(wl) -> bool:
-    return wl.op == "conv2d" and wl.groups == 1
+    return wl.op == "conv2d" and wl.groups == 1 and wl.dtype == "float32"
 
 
 def _blocks(wl, cfg):

@@ -1,5 +1,7 @@
 """depthwise: y[n, c, oh, ow] = sum_{kh,kw} pad(x)[n, c, oh*sh + kh*dh, ow*sw + kw*dw] * w[c,kh,kw].
 
+fp32, or 8-bit data (uint8 / int8, `workload.dtype`) by int8 weights summed in int32.
+
 Layout: data and output stay in the graph's NCHW[b]c (b = 1 is NCHW). The weight is packed once
 to [C/b, KH, KW, R, b], each channel block's taps repeated R times, so that one vector of R*b
 lanes covers R adjacent output columns x b channels: b = 1 vectorizes along ow (R = SIMD width),
@@ -100,7 +102,7 @@ def compute(data, w, wl, cfg):
     b, r = wl.in_block, cfg["ow_lanes"]
     phases = wl.stride_w if b == 1 else 1
     rows, cols = _padded(wl)
-    zero = tirx.const(0.0, wl.dtype)
+    zero = tirx.const(0, wl.dtype)
 
     def pad_fn(n, c, h, p, q, ci):
         y, x = h - wl.pad_top, q * phases + p - wl.pad_left
@@ -119,10 +121,16 @@ def compute(data, w, wl, cfg):
         ci, x = (ci[0] if ci else 0), kw * wl.dilation_w
         q = ow * (wl.stride_w // phases) + x // phases
         v = pad[n, c, oh * wl.stride_h + kh * wl.dilation_h, x % phases, q, ci]
-        return te.sum(v * w[c, kh, kw, ow % r, ci], axis=[kh, kw])
+        return te.sum(_product(v, w[c, kh, kw, ow % r, ci], wl), axis=[kh, kw])
 
     attrs = annotations("depthwise", wl, cfg)
     return te.compute(wl.out_shape(), conv, name="depthwise", attrs=attrs)
+
+
+def _product(x, w, wl):
+    """x * w; 8-bit data and int8 weights multiply and sum in int32 (an int16 product, which
+    fits, measured no faster)."""
+    return x * w if wl.dtype == "float32" else x.astype("int32") * w.astype("int32")
 
 
 def schedule(sch, block, wl, cfg, lanes):
@@ -192,9 +200,12 @@ def _fuse_epilogue(sch, chain, loop):
 
 
 def reference(data, weight, wl):
+    """float64, or for 8-bit data int64 (exact)."""
     pads = ((0, 0), (0, 0), (wl.pad_top, wl.pad_bottom), (wl.pad_left, wl.pad_right))
+    acc = np.float64 if wl.dtype == "float32" else np.int64
+    data, weight = data.astype(acc), weight.astype(acc)
     x = np.pad(data, pads)
-    out = np.zeros((data.shape[0], data.shape[1], wl.out_height, wl.out_width))
+    out = np.zeros((data.shape[0], data.shape[1], wl.out_height, wl.out_width), acc)
     for kh in range(wl.kernel_h):
         for kw in range(wl.kernel_w):
             y0, x0 = kh * wl.dilation_h, kw * wl.dilation_w

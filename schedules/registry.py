@@ -12,6 +12,7 @@ from .template import Template
 
 TEMPLATE_MODULES = {
     "conv2d_direct": "tilecc.schedules.conv2d_direct",
+    "conv2d_int8": "tilecc.schedules.conv2d_int8",
     "conv2d_winograd": "tilecc.schedules.conv2d_winograd",
     "depthwise": "tilecc.schedules.depthwise",
     "dense": "tilecc.schedules.dense",

@@ -37,10 +37,18 @@ def host_target():
     return get_target("x86").tvm(2)
 
 
+def dtypes(workload) -> tuple[str, str, str]:
+    """(data, weight, output) dtypes: fp32 throughout, or 8-bit data by int8 weights into int32."""
+    if workload.dtype == "float32":
+        return ("float32",) * 3
+    return workload.dtype, "int8", "int32"
+
+
 def build(template: Template, workload, cfg, lanes: int, epilogue=None, target=None):
-    """(weight-transform function, scheduled kernel function), both compiled."""
+    """(weight-transform function, scheduled kernel function), both compiled; the schedule
+    runs under `target`, as in the build (int8 templates pick their instruction from it)."""
     target = target or host_target()
-    weight = te.placeholder(workload.weight_shape(), workload.dtype, name="weight")
+    weight = te.placeholder(workload.weight_shape(), dtypes(workload)[1], name="weight")
     packed = template.weight_transform(weight, workload, cfg)
     transform = tvm.compile(
         tvm.IRModule({"main": te.create_prim_func([weight, packed])}), target=target
@@ -50,36 +58,49 @@ def build(template: Template, workload, cfg, lanes: int, epilogue=None, target=N
     out = template.compute(data, packed_in, workload, cfg)
     args = [data, packed_in]
     if epilogue is not None:
-        bias = te.placeholder((_channels(workload),), workload.dtype, name="bias")
+        bias = te.placeholder((_channels(workload),), dtypes(workload)[2], name="bias")
         out = EPILOGUES[epilogue][0](out, bias)
         args.append(bias)
     func = te.create_prim_func([*args, out])
     sch = s_tir.Schedule(tvm.IRModule({"main": func}))
     (block,) = template_blocks(sch)
-    template.schedule(sch, block, workload, cfg, lanes)
+    with target:
+        template.schedule(sch, block, workload, cfg, lanes)
     return transform, tvm.compile(sch.mod, target=target), packed.shape
 
 
 def check(template: Template, workload, cfg, lanes: int = 16, epilogue=None, rtol=1e-4, atol=1e-4):
-    """Run the scheduled kernel on seeded random data and assert it matches `reference`."""
+    """Run the scheduled kernel on seeded random data and assert it matches `reference`
+    (8-bit workloads: bit for bit, on data over the whole 8-bit range and weights in
+    [-63, 63], the range every int8 dot product takes)."""
     transform, kernel, packed_shape = build(template, workload, cfg, lanes, epilogue)
+    data_dtype, weight_dtype, out_dtype = dtypes(workload)
     rng = np.random.default_rng(0)
     plain_shape = _plain(workload.data_shape())
-    data = rng.uniform(-1, 1, plain_shape).astype(workload.dtype)
-    weight = rng.uniform(-1, 1, workload.weight_shape()).astype(workload.dtype)
+    if data_dtype == "float32":
+        data = rng.uniform(-1, 1, plain_shape).astype(data_dtype)
+        weight = rng.uniform(-1, 1, workload.weight_shape()).astype(weight_dtype)
+    else:
+        info = np.iinfo(data_dtype)
+        data = rng.integers(info.min, info.max, plain_shape, endpoint=True).astype(data_dtype)
+        weight = rng.integers(-63, 63, workload.weight_shape(), endpoint=True).astype("int8")
+        rtol = atol = 0
     dev = tvm.cpu()
-    packed = tvm.runtime.empty(packed_shape, workload.dtype, dev)
+    packed = tvm.runtime.empty(packed_shape, weight_dtype, dev)
     transform(tvm.runtime.tensor(weight, dev), packed)
     data_in = pack_nchwc(data, workload.in_block) if len(plain_shape) == 4 else data
     args = [tvm.runtime.tensor(data_in, dev), packed]
-    expected = template.reference(data.astype("float64"), weight.astype("float64"), workload)
+    if data_dtype == "float32":
+        expected = template.reference(data.astype("float64"), weight.astype("float64"), workload)
+    else:
+        expected = template.reference(data, weight, workload)
     if epilogue is not None:
-        bias = rng.uniform(-1, 1, (_channels(workload),)).astype(workload.dtype)
+        bias = rng.uniform(-1, 1, (_channels(workload),)).astype(out_dtype)
         args.append(tvm.runtime.tensor(bias, dev))
         expected = EPILOGUES[epilogue][1](expected, bias.astype("float64"))
     if len(plain_shape) == 4:
         expected = pack_nchwc(expected, workload.out_block)
-    out = tvm.runtime.empty(workload.out_shape(), workload.dtype, dev)
+    out = tvm.runtime.empty(workload.out_shape(), out_dtype, dev)
     kernel(*args, out)
     got = out.numpy()
     assert got.shape == expected.shape, (got.shape, expected.shape)

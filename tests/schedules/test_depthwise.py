@@ -1,5 +1,7 @@
 """depthwise: each layout block, kernel, stride, padding and tail vs the NumPy reference."""
 
+import dataclasses
+
 import numpy as np
 import pytest
 import tvm
@@ -150,3 +152,16 @@ def test_reference_matches_a_direct_loop():
         if 0 <= y < 9 and 0 <= xx < 8:
             want[0, c, oy, ox] += x[0, c, y, xx] * w[c, 0, ky, kx]
     np.testing.assert_allclose(reference(x, w, wl), want)
+
+
+INT8_SHAPES = [SHAPES[0], SHAPES[4], SHAPES[6], SHAPES[8]]
+
+
+@pytest.mark.parametrize("dtype", ["uint8", "int8"])
+@pytest.mark.parametrize("wl", INT8_SHAPES, ids=lambda wl: wl.describe() + f" b{wl.in_block}")
+def test_8bit_data_bit_exact(wl, dtype):
+    """uint8 (x86) / int8 (aarch64) data by int8 weights into int32, as quantize-int8 emits."""
+    wl = dataclasses.replace(wl, dtype=dtype)
+    sp = space(wl, 8)
+    for cfg in [sp.default(), *sp.sample(2, seed=0)]:
+        check(TEMPLATE, wl, cfg, lanes=8)
