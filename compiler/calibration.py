@@ -143,20 +143,24 @@ def activation_qparams(low: float, high: float, symmetric: bool) -> QParams:
     return QParams(scale, zero_point)
 
 
-def weight_scales(weight: np.ndarray, per_channel: bool = True, axis: int = 0) -> np.ndarray:
-    """Symmetric int8 scales of a weight (zero point 0): per output channel along `axis`, or
-    one for the whole tensor."""
+def weight_scales(
+    weight: np.ndarray, per_channel: bool = True, axis: int = 0, qmax: int = 127
+) -> np.ndarray:
+    """Symmetric int8 scales of a weight (zero point 0) onto [-qmax, qmax]: per output channel
+    along `axis`, or one for the whole tensor."""
     w = np.abs(np.asarray(weight, np.float64))
     if per_channel:
         w = np.moveaxis(w, axis, 0).reshape(w.shape[axis], -1)
         bound = w.max(axis=1)
     else:
         bound = np.array([w.max()])
-    return np.maximum(bound, 1e-12) / 127.0
+    return np.maximum(bound, 1e-12) / qmax
 
 
-def quantize_weight(weight: np.ndarray, scales: np.ndarray, axis: int = 0) -> np.ndarray:
+def quantize_weight(
+    weight: np.ndarray, scales: np.ndarray, axis: int = 0, qmax: int = 127
+) -> np.ndarray:
     shape = [1] * weight.ndim
     shape[axis] = -1
     s = scales.reshape(shape) if scales.size > 1 else scales.reshape(())
-    return np.clip(np.round(weight / s), -127, 127).astype(np.int8)
+    return np.clip(np.round(weight / s), -qmax, qmax).astype(np.int8)

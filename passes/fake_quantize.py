@@ -26,14 +26,15 @@ class FakeQuantize:
     replaced by its int8 per-channel (symmetric) rounding times its scale. The int8 accuracy
     preview before deploying.
     Options: table (path of the JSON table), per-channel (weights per output channel, default
-    true; false: one scale per tensor).
+    true; false: one scale per tensor), weight-max (weights rounded to [-weight-max,
+    weight-max]: 127, or 63 where the target's int8 kernels take 7-bit weights).
     Example (x calibrated to scale s, zero point z):
         before:  y = R.nn.conv2d(x, W)
         after:   q = R.quantize(x, s, z); x2 = R.dequantize(q, s, z); y = R.nn.conv2d(x2, W8)
     Leaves alone: inputs the table does not name, weights computed at run time.
     """
 
-    def __init__(self, table: str = "", per_channel: bool = True):
+    def __init__(self, table: str = "", per_channel: bool = True, weight_max: int = 127):
         if not table:
             raise PassOptionError("fake-quantize", "table", table)
         try:
@@ -41,10 +42,12 @@ class FakeQuantize:
             self.activations = data["activations"]
         except (OSError, ValueError, KeyError) as exc:
             raise PassOptionError("fake-quantize", "table", f"{table} ({exc})") from exc
-        self.per_channel = per_channel
+        if not 1 <= weight_max <= 127:
+            raise PassOptionError("fake-quantize", "weight-max", weight_max)
+        self.per_channel, self.weight_max = per_channel, weight_max
 
     def transform_function(self, func, mod, ctx):
-        return _FakeQuantize(self.activations, self.per_channel).visit_expr(func)
+        return _FakeQuantize(self.activations, self.per_channel, self.weight_max).visit_expr(func)
 
 
 def is_anchor(call) -> bool:
@@ -64,10 +67,10 @@ def anchor_key(call: relax.Call, index: int) -> str:
 
 @relax.expr_functor.mutator
 class _FakeQuantize(relax.PyExprMutator):
-    def __init__(self, activations, per_channel):
+    def __init__(self, activations, per_channel, weight_max):
         super().__init__()
         self.activations = activations
-        self.per_channel = per_channel
+        self.per_channel, self.weight_max = per_channel, weight_max
         self.count = 0  # conv2d / matmul with constant weights seen so far: the table's key
         self.done: dict = {}  # activation -> its dequantized value (emitted once)
 
@@ -90,9 +93,9 @@ class _FakeQuantize(relax.PyExprMutator):
             self.done[x] = self.builder_.emit(relax.op.dequantize(q, scale, zero))
         w = call.args[1].value.numpy()
         axis = _AXIS[name] % w.ndim
-        scales = weight_scales(w, self.per_channel, axis)
+        scales = weight_scales(w, self.per_channel, axis, self.weight_max)
         shape = [1] * w.ndim
         shape[axis] = -1
-        w8 = quantize_weight(w, scales, axis).astype(np.float32)
+        w8 = quantize_weight(w, scales, axis, self.weight_max).astype(np.float32)
         fake = (w8 * (scales.reshape(shape) if scales.size > 1 else scales[0])).astype(np.float32)
         return relax.Call(call.op, [self.done[x], relax.const(fake)], call.attrs, call.ty_args)

@@ -1,0 +1,161 @@
+"""quantize-int8: each calibrated conv2d as an 8-bit x int8 -> int32 conv, requantized to fp32."""
+
+from __future__ import annotations
+
+import json
+import re
+from pathlib import Path
+
+import numpy as np
+from tvm import relax
+
+from tilecc.compiler.calibration import quantize_weight, weight_scales
+from tilecc.compiler.errors import PassOptionError
+
+from .fake_quantize import anchor_key, is_anchor
+from .registry import register_pass
+
+_BLOCKED = re.compile(r"^NCHW(\d+)c$")
+_KERNEL = re.compile(r"^OIHW(?:(\d+)i)?(\d+)o$")
+_DATA = {"uint8": (0, 255, 128), "int8": (-128, 127, 0)}  # (qmin, qmax, shift of the int8 zp)
+
+
+@register_pass("quantize-int8", scope="function")
+class QuantizeInt8:
+    """Replace each conv2d the quantization table calibrated by the same conv in integers:
+    its input quantized to 8 bits with the table's scale s and zero point z, padded with z
+    (so padding is still 0.0), convolved with the weights rounded per output channel to
+    [-weight-max, weight-max] (scale sw[o]) into int32, then requantized to fp32 as
+    (acc - z * sum(Wq[o])) * s * sw[o]. Bias, activation and the next layer's quantize stay
+    separate ops, which FuseOps puts in the int8 kernel's epilogue.
+    Runs after layout conversion: the table's keys (`conv2d:<k>`, the k-th conv2d / matmul
+    with constant weights) count anchors the same way as the pipeline it was calibrated on.
+    Options: table (path of the JSON table), data-dtype (uint8 for x86's vpmaddubsw, int8 for
+    aarch64's sdot), weight-max (63 where vpmaddubsw would saturate, else 127), per-channel
+    (default true).
+    Example (x calibrated to s, z; NCHW8c, uint8):
+        before:  y = R.nn.conv2d(x, W, padding=[1, 1, 1, 1], data_layout="NCHW8c", ...)
+        after:   q = R.quantize(x, s, z + 128, out_dtype="uint8")
+                 p = R.nn.pad(q, [0, 0, 0, 0, 1, 1, 1, 1, 0, 0], pad_value=z + 128)
+                 a = R.nn.conv2d(p, Wq, kernel_layout="OIHW", out_dtype="int32", ...)
+                 y = R.multiply(R.astype(R.subtract(a, corr), "float32"), s * sw)
+    Leaves alone: matmuls; convs the table does not name; convs whose input channels are not
+    in 4-channel groups (NCHW[4k]c; depthwise convs need not be), which the int8 kernels reduce
+    4 at a time (a model's first conv, on 3 image channels, stays fp32).
+    """
+
+    def __init__(
+        self,
+        table: str = "",
+        data_dtype: str = "uint8",
+        weight_max: int = 127,
+        per_channel: bool = True,
+    ):
+        if data_dtype not in _DATA:
+            raise PassOptionError("quantize-int8", "data-dtype", data_dtype, known=sorted(_DATA))
+        if not 1 <= weight_max <= 127:
+            raise PassOptionError("quantize-int8", "weight-max", weight_max)
+        try:
+            self.activations = json.loads(Path(table).read_text())["activations"]
+        except (OSError, ValueError, KeyError, TypeError) as exc:
+            raise PassOptionError("quantize-int8", "table", f"{table} ({exc})") from exc
+        self.data_dtype, self.weight_max, self.per_channel = data_dtype, weight_max, per_channel
+
+    def transform_function(self, func, mod, ctx):
+        return _QuantizeInt8(self).visit_expr(func)
+
+
+@relax.expr_functor.mutator
+class _QuantizeInt8(relax.PyExprMutator):
+    def __init__(self, opts: QuantizeInt8):
+        super().__init__()
+        self.opts = opts
+        self.count = 0  # conv2d / matmul anchors seen so far: the table's key
+        self.quantized: dict = {}  # activation -> its 8-bit value (emitted once)
+
+    def visit_call_(self, call):
+        original = call
+        call = super().visit_call_(call)
+        if not is_anchor(original):
+            return call
+        key = anchor_key(original, self.count)
+        self.count += 1
+        params = self.opts.activations.get(key)
+        if params is None or original.op.name != "relax.nn.conv2d" or not _supported(original):
+            return call
+        return self._int8_conv(call, original.args[0], params)
+
+    def _int8_conv(self, call, x, params):
+        attrs, opts = call.attrs, self.opts
+        qmin, qmax, shift = _DATA[opts.data_dtype]
+        zero = int(params["zero_point"]) + shift
+        scale = float(params["scale"])
+        if x not in self.quantized:
+            self.quantized[x] = self.builder_.emit(
+                relax.op.quantize(
+                    call.args[0],
+                    relax.const(np.float32(scale)),
+                    relax.const(np.dtype(opts.data_dtype).type(zero)),
+                    out_dtype=opts.data_dtype,
+                )
+            )
+        data = self.quantized[x]
+        pad = [int(p) for p in attrs.padding]  # top, left, bottom, right
+        if any(pad):
+            width = [0, 0] * len(data.ty.shape)
+            width[4:8] = [pad[0], pad[2], pad[1], pad[3]]
+            data = self.builder_.emit(relax.op.nn.pad(data, width, pad_value=float(zero)))
+        weight = _to_oihw(call.args[1].value.numpy(), str(attrs.kernel_layout))
+        scales = weight_scales(weight, opts.per_channel, 0, opts.weight_max)
+        scales = np.broadcast_to(scales, (weight.shape[0],))
+        wq = quantize_weight(weight, scales, 0, opts.weight_max)
+        acc = self.builder_.emit(
+            relax.op.nn.conv2d(
+                data, relax.const(wq), attrs.strides, [0, 0, 0, 0], attrs.dilation,
+                attrs.groups, attrs.data_layout, "OIHW", attrs.out_layout, "int32",
+            )
+        )  # fmt: skip
+        layout = str(attrs.out_layout)
+        correction = zero * wq.reshape(wq.shape[0], -1).astype(np.int64).sum(axis=1)
+        shifted = relax.op.subtract(acc, _per_channel(correction.astype(np.int32), layout))
+        real = relax.op.astype(self.builder_.emit(shifted), "float32")
+        rescale = _per_channel((scale * scales).astype(np.float32), layout)
+        return relax.op.multiply(self.builder_.emit(real), rescale)
+
+
+def _supported(call) -> bool:
+    """Plain or blocked NCHW in and out, OIHW-family weights, and input channels in contiguous
+    groups of 4 (NCHW[4k]c); depthwise convs reduce no channels and take any block."""
+    attrs = call.attrs
+    layout, kernel = str(attrs.data_layout), str(attrs.kernel_layout)
+    match = _BLOCKED.match(layout)
+    if str(attrs.out_layout) != layout or (match is None and layout != "NCHW"):
+        return False
+    if kernel != "OIHW" and _KERNEL.match(kernel) is None:
+        return False
+    block = int(match.group(1)) if match else 1
+    groups, channels = int(attrs.groups), int(call.args[0].ty.shape[1]) * block
+    if groups == channels > 1:
+        return True
+    return groups == 1 and block % 4 == 0
+
+
+def _to_oihw(weight: np.ndarray, layout: str) -> np.ndarray:
+    """A constant conv weight in OIHW[i]i[o]o (or OIHW[o]o) as OIHW."""
+    match = _KERNEL.match(layout)
+    if layout == "OIHW" or match is None:
+        return weight
+    if match.group(1):  # [O/ob, I/ib, H, W, ib, ob]
+        o, i, h, w, ib, ob = weight.shape
+        return weight.transpose(0, 5, 1, 4, 2, 3).reshape(o * ob, i * ib, h, w)
+    o, i, h, w, ob = weight.shape  # [O/ob, I, H, W, ob]
+    return weight.transpose(0, 4, 1, 2, 3).reshape(o * ob, i, h, w)
+
+
+def _per_channel(values: np.ndarray, layout: str) -> relax.Constant:
+    """A per-output-channel vector shaped to broadcast against a conv output in `layout`."""
+    match = _BLOCKED.match(layout)
+    if match is None:
+        return relax.const(values.reshape(1, -1, 1, 1))
+    block = int(match.group(1))
+    return relax.const(values.reshape(1, -1, 1, 1, block))

@@ -1,0 +1,186 @@
+"""quantize-int8: calibrated convs become 8-bit x int8 -> int32 convs with zero-point padding
+and an fp32 requantization; IR in / IR out, and the numbers against a NumPy integer reference."""
+
+import json
+
+import numpy as np
+import pytest
+import tvm
+from tvm import relax
+from tvm.script import ir as I
+from tvm.script import relax as R
+
+from tilecc.compiler.build import template_plan
+from tilecc.compiler.calibration import quantize_weight, weight_scales
+from tilecc.compiler.errors import PassOptionError
+from tilecc.compiler.pipeline import relax_pipeline
+from tilecc.passes.quantize_int8 import QuantizeInt8
+from tilecc.targets import get_target
+
+RNG = np.random.default_rng(0)
+W_DENSE = RNG.standard_normal((5, 16)).astype("float32")
+W_CONV = RNG.standard_normal((2, 2, 3, 3, 8, 8)).astype("float32")  # OIHW8i8o: 16 -> 16
+W_DW = RNG.standard_normal((2, 1, 3, 3, 1, 8)).astype("float32")  # depthwise OIHW1i8o
+W_FIRST = RNG.standard_normal((16, 3, 3, 3)).astype("float32")  # 3 image channels, NCHW
+
+
+def module():
+    """A matmul (anchor 0), a blocked conv (1), a depthwise conv (2), a plain NCHW conv (3)."""
+
+    @I.ir_module
+    class Before:
+        @R.function
+        def main(x: R.Tensor((1, 2, 6, 7, 8), "float32"), img: R.Tensor((1, 3, 6, 7), "float32"),
+                 v: R.Tensor((3, 16), "float32"), wd: R.Tensor((16, 5), "float32"),
+                 wc: R.Tensor((2, 2, 3, 3, 8, 8), "float32"),
+                 ww: R.Tensor((2, 1, 3, 3, 1, 8), "float32"),
+                 wf: R.Tensor((16, 3, 3, 3), "float32")):  # fmt: skip
+            R.func_attr({"num_input": 3})
+            with R.dataflow():
+                m = R.matmul(v, wd)
+                a = R.nn.conv2d(x, wc, padding=[1, 1, 1, 1], data_layout="NCHW8c",
+                                kernel_layout="OIHW8i8o", out_layout="NCHW8c")  # fmt: skip
+                b = R.nn.conv2d(a, ww, padding=[1, 1, 1, 1], groups=16, data_layout="NCHW8c",
+                                kernel_layout="OIHW1i8o", out_layout="NCHW8c")  # fmt: skip
+                c = R.nn.conv2d(img, wf, padding=[1, 1, 1, 1])
+                R.output(m, b, c)
+            return (m, b, c)
+
+    params = {
+        "wd": tvm.runtime.tensor(W_DENSE.T.copy()),
+        "wc": tvm.runtime.tensor(W_CONV),
+        "ww": tvm.runtime.tensor(W_DW),
+        "wf": tvm.runtime.tensor(W_FIRST),
+    }
+    return relax.transform.BindParams("main", params)(Before)
+
+
+A_PARAMS = {"scale": 0.03, "zero_point": -20}  # x: int8 zero point -20, uint8 108
+B_PARAMS = {"scale": 0.25, "zero_point": 3}
+EVERY = {"matmul:0": A_PARAMS, "conv2d:1": A_PARAMS, "conv2d:2": B_PARAMS, "conv2d:3": A_PARAMS}
+
+
+def table(tmp_path, entries=EVERY):
+    path = tmp_path / "table.json"
+    path.write_text(json.dumps({"activations": entries}))
+    return str(path)
+
+
+def calls(mod):
+    found = []
+    relax.analysis.post_order_visit(
+        mod["main"].body,
+        lambda e: (
+            found.append(e) if isinstance(e, relax.Call) and isinstance(e.op, tvm.ir.Op) else 0
+        ),
+    )
+    return found
+
+
+def run(mod, *args):
+    """Compiled as tilecc compiles (the 8-bit convs on its int8 templates) for this host."""
+    spec = get_target("x86")
+    target = spec.tvm()
+    ex = tvm.compile(mod, target=target, relax_pipeline=relax_pipeline(target, template_plan(spec)))
+    out = relax.VirtualMachine(ex, tvm.cpu())["main"](*[tvm.runtime.tensor(a) for a in args])
+    return [o.numpy() for o in out]
+
+
+def unblock(x):  # NCHW8c -> NCHW
+    n, cb, h, w, b = x.shape
+    return x.transpose(0, 1, 4, 2, 3).reshape(n, cb * b, h, w)
+
+
+def oihw(w):  # OIHW[i]i[o]o -> OIHW
+    o, i, h, ww, ib, ob = w.shape
+    return w.transpose(0, 5, 1, 4, 2, 3).reshape(o * ob, i * ib, h, ww)
+
+
+def int8_conv(x, w, params, dtype, weight_max, groups=1):
+    """The integer computation the pass asks for, in NumPy (int64), requantized to float."""
+    shift = 128 if dtype == "uint8" else 0
+    scale, zero = params["scale"], params["zero_point"] + shift
+    lo, hi = (0, 255) if dtype == "uint8" else (-128, 127)
+    q = np.clip(np.round(x.astype(np.float64) / scale) + zero, lo, hi).astype(np.int64)
+    q = np.pad(q, ((0, 0), (0, 0), (1, 1), (1, 1)), constant_values=zero)
+    sw = weight_scales(w, True, 0, weight_max)
+    wq = quantize_weight(w, sw, 0, weight_max).astype(np.int64)
+    n, c, h, width = q.shape
+    o = wq.shape[0]
+    acc = np.zeros((n, o, h - 2, width - 2), np.int64)
+    per = c // groups
+    for oc in range(o):
+        g = oc // (o // groups)
+        for kh in range(3):
+            for kw in range(3):
+                patch = q[:, g * per : (g + 1) * per, kh : kh + h - 2, kw : kw + width - 2]
+                acc[:, oc] += np.einsum("nchw,c->nhw", patch, wq[oc, :, kh, kw])
+    corr = zero * wq.reshape(o, -1).sum(axis=1)
+    return (acc - corr[None, :, None, None]) * (scale * sw)[None, :, None, None]
+
+
+@pytest.mark.parametrize("dtype,weight_max", [("uint8", 63), ("int8", 127)])
+def test_blocked_and_depthwise_convs_run_in_integers(tmp_path, dtype, weight_max):
+    opts = dict(data_dtype=dtype, weight_max=weight_max)
+    after = QuantizeInt8(table(tmp_path), **opts)(module())
+    relax.analysis.well_formed(after)
+    convs = [c for c in calls(after) if c.op.name == "relax.nn.conv2d"]
+    assert [str(c.ty.dtype) for c in convs] == ["int32", "int32", "float32"]  # first conv: fp32
+    for conv in convs[:2]:
+        assert [int(p) for p in conv.attrs.padding] == [0, 0, 0, 0]  # padded with z instead
+        assert str(conv.attrs.kernel_layout) == "OIHW" and str(conv.args[0].ty.dtype) == dtype
+        assert str(conv.args[1].ty.dtype) == "int8"
+        assert np.abs(conv.args[1].value.numpy()).max() <= weight_max
+    assert [c.op.name for c in calls(after)].count("relax.matmul") == 1  # matmuls stay fp32
+
+    x = RNG.uniform(-3.0, 4.0, (1, 2, 6, 7, 8)).astype("float32")  # some of it clips
+    img = RNG.uniform(-1, 1, (1, 3, 6, 7)).astype("float32")
+    v = RNG.uniform(-1, 1, (3, 16)).astype("float32")
+    m, b, c = run(after, x, img, v)
+    m_ref, _, c_ref = run(module(), x, img, v)
+    np.testing.assert_allclose(m, m_ref, rtol=1e-5)  # untouched ops compute as before
+    np.testing.assert_allclose(c, c_ref, rtol=1e-5)
+    a = int8_conv(unblock(x), oihw(W_CONV), A_PARAMS, dtype, weight_max)
+    dw = oihw(W_DW)
+    expected = int8_conv(a.astype(np.float32), dw, B_PARAMS, dtype, weight_max, groups=16)
+    np.testing.assert_allclose(unblock(b), expected, rtol=1e-5, atol=1e-5)
+
+
+def test_a_shared_input_is_quantized_once(tmp_path):
+    @I.ir_module
+    class Two:
+        @R.function
+        def main(
+            x: R.Tensor((1, 1, 5, 5, 8), "float32"), w: R.Tensor((1, 1, 1, 1, 8, 8), "float32")
+        ):
+            R.func_attr({"num_input": 1})
+            with R.dataflow():
+                a = R.nn.conv2d(x, w, data_layout="NCHW8c", kernel_layout="OIHW8i8o",
+                                out_layout="NCHW8c")  # fmt: skip
+                b = R.nn.conv2d(x, w, data_layout="NCHW8c", kernel_layout="OIHW8i8o",
+                                out_layout="NCHW8c")  # fmt: skip
+                c = R.add(a, b)
+                R.output(c)
+            return c
+
+    entries = {"conv2d:0": A_PARAMS, "conv2d:1": A_PARAMS}
+    weight = tvm.runtime.tensor(np.ones((1, 1, 1, 1, 8, 8), "float32"))
+    after = QuantizeInt8(table(tmp_path, entries))(
+        relax.transform.BindParams("main", {"w": weight})(Two)
+    )
+    names = [c.op.name for c in calls(after)]
+    assert names.count("relax.quantize") == 1 and names.count("relax.nn.pad") == 0  # 1x1
+
+
+def test_no_change_for_convs_the_table_does_not_name(tmp_path):
+    after = QuantizeInt8(table(tmp_path, {"matmul:0": A_PARAMS}))(module())
+    tvm.ir.assert_structural_equal(after, module())
+
+
+def test_bad_options_are_named(tmp_path):
+    with pytest.raises(PassOptionError, match="data-dtype"):
+        QuantizeInt8(table(tmp_path), data_dtype="int4")
+    with pytest.raises(PassOptionError, match="weight-max"):
+        QuantizeInt8(table(tmp_path), weight_max=200)
+    with pytest.raises(PassOptionError, match="table"):
+        QuantizeInt8(str(tmp_path / "missing.json"))
