@@ -191,9 +191,8 @@ def load_samples(folder: str | Path, imported: ImportedModel) -> list[dict[str, 
     return samples
 
 
-def fake_quant_pipeline(table_path: str | Path, imported: ImportedModel, rest: str) -> str:
-    """The graph pipeline of a fake-quant build: the passes the table was calibrated after,
-    `fake-quantize` with the table, then `rest` (the target's pipeline)."""
+def read_table(table_path: str | Path, imported: ImportedModel) -> dict:
+    """The quantization table at `table_path`, checked to be one, and for `imported`."""
     path = Path(table_path)
     try:
         table = json.loads(path.read_text())
@@ -203,10 +202,36 @@ def fake_quant_pipeline(table_path: str | Path, imported: ImportedModel, rest: s
         raise InputError(f"{path}: not a quantization table (format {TABLE_FORMAT})")
     if table.get("model_sha256") != imported.source_sha256:
         raise InputError(f"{path}: calibrated for another model than {imported.source}")
+    return table
+
+
+def fake_quant_pipeline(
+    table_path: str | Path, imported: ImportedModel, rest: str, weight_max: int = 127
+) -> str:
+    """The graph pipeline of a fake-quant build: the passes the table was calibrated after,
+    `fake-quantize` with the table (weights rounded to [-weight_max, weight_max], as the
+    target's int8 kernels take them), then `rest` (the target's pipeline)."""
+    table = read_table(table_path, imported)
     per_channel = "true" if table.get("per_channel_weights", True) else "false"
-    return (
-        f"{QUANT_PIPELINE},fake-quantize{{table={path.resolve()} per-channel={per_channel}}},{rest}"
+    options = (
+        f"table={Path(table_path).resolve()} per-channel={per_channel} weight-max={weight_max}"
     )
+    return f"{QUANT_PIPELINE},fake-quantize{{{options}}},{rest}"
+
+
+def int8_pipeline(table_path: str | Path, imported: ImportedModel, rest: str, target) -> str:
+    """The graph pipeline of an int8 build for `target` (a TargetSpec): `rest` (the target's
+    pipeline, which numbers conv2d / matmul anchors as QUANT_PIPELINE does), then
+    `quantize-int8` with the table and the target's int8 data type and weight range."""
+    if target.int8_data is None:
+        raise InputError(f"target '{target.name}' has no int8 kernels; --quantize needs one")
+    table = read_table(table_path, imported)
+    per_channel = "true" if table.get("per_channel_weights", True) else "false"
+    options = (
+        f"table={Path(table_path).resolve()} data-dtype={target.int8_data} "
+        f"weight-max={target.int8_weight_max} per-channel={per_channel}"
+    )
+    return f"{rest},quantize-int8{{{options}}},dce"
 
 
 def save_table(table: dict, path: Path) -> None:

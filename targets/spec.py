@@ -49,6 +49,10 @@ class TargetSpec:
     export_options: flags for the C compiler when the `.so` links C sources (accelerators).
     accelerator: the BYOC plug-in (targets/accelerator.py) ops are offloaded to; None: none.
     host: for an accelerator target, the CPU target the rest of the model runs on.
+    int8_data: the 8-bit data type its int8 kernels take ("uint8" for x86's vpmaddubsw /
+        vpdpbusd, "int8" for aarch64's sdot); None: no int8 kernels (`--quantize` refused).
+    int8_weight_max: the largest |int8 weight| its dot product takes without saturating
+        (63 for vpmaddubsw without VNNI; schedules/int8_dot.py).
     """
 
     name: str
@@ -66,6 +70,8 @@ class TargetSpec:
     export_options: tuple[str, ...] = ()
     accelerator: Any = None
     host: str | None = None
+    int8_data: str | None = None
+    int8_weight_max: int = 127
 
     def target_dict(self, num_cores: int | None = None) -> dict[str, Any]:
         """The TVM target as a plain dict with `num-cores` (what measuring workers receive)."""

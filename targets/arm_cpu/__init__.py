@@ -25,4 +25,5 @@ TARGET = TargetSpec(
     read_metadata=read_metadata_aarch64,
     setup=ensure_aarch64_runtime,
     options={"threads": 2},
+    int8_data="int8",
 )

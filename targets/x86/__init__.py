@@ -15,16 +15,16 @@ def _host_llvm_target() -> dict:
     }
 
 
-def _host_lanes() -> int:
-    """fp32 lanes of the widest vector unit this host has."""
+def _host_flags() -> set[str]:
     try:
-        flags = Path("/proc/cpuinfo").read_text().split()
+        return set(Path("/proc/cpuinfo").read_text().split())
     except OSError:
-        return 8
-    return 16 if "avx512f" in flags else 8 if "avx2" in flags else 4
+        return {"avx2"}
 
 
-LANES = _host_lanes()
+FLAGS = _host_flags()
+# fp32 lanes of the widest vector unit this host has
+LANES = 16 if "avx512f" in FLAGS else 8 if "avx2" in FLAGS else 4
 
 TARGET = TargetSpec(
     name="x86",
@@ -35,4 +35,6 @@ TARGET = TargetSpec(
     vector_lanes=LANES,
     tuning_key=f"x86/{tvm.target.codegen.llvm_get_system_cpu()}",
     options={"threads": 2},
+    int8_data="uint8",
+    int8_weight_max=127 if "avx512_vnni" in FLAGS else 63,
 )
