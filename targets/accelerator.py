@@ -82,6 +82,9 @@ def accelerator_target(
     """A target that offloads to `accelerator` and runs everything else on `host`."""
     _register_codegen(accelerator)
     fields.setdefault("graph_pipeline", host.graph_pipeline)
+    # An int8 graph would keep its convs from the accelerator's patterns and put them on the
+    # host: no int8 build unless the accelerator target declares one.
+    fields.setdefault("int8_data", None)
     return dataclasses.replace(
         host,
         name=name,
@@ -98,7 +101,12 @@ def on_host(spec: TargetSpec, host: TargetSpec) -> TargetSpec:
     if spec.accelerator is None:
         raise ValueError(f"target '{spec.name}' has no accelerator; --host applies to one")
     return accelerator_target(
-        spec.name, spec.summary, spec.accelerator, host, graph_pipeline=spec.graph_pipeline
+        spec.name,
+        spec.summary,
+        spec.accelerator,
+        host,
+        graph_pipeline=spec.graph_pipeline,
+        int8_data=spec.int8_data,
     )
 
 

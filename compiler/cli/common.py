@@ -51,11 +51,18 @@ def add_accelerator_args(parser) -> None:
     )
 
 
-def add_fake_quant_arg(parser) -> None:
-    parser.add_argument(
+def add_quant_args(parser) -> None:
+    """--fake-quant / --quantize TABLE: the int8 preview and the int8 build (one or the other)."""
+    group = parser.add_mutually_exclusive_group()
+    group.add_argument(
         "--fake-quant",
         metavar="TABLE.json",
         help="int8 accuracy preview: simulate int8 with a `tilecc quantize` table (in fp32)",
+    )
+    group.add_argument(
+        "--quantize",
+        metavar="TABLE.json",
+        help="int8: run the convs a `tilecc quantize` table calibrated as int8 kernels",
     )
 
 

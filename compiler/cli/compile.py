@@ -8,9 +8,9 @@ from tilecc.compiler import api
 
 from .common import (
     add_accelerator_args,
-    add_fake_quant_arg,
     add_ir_args,
     add_model_args,
+    add_quant_args,
     input_shapes,
     ir_options,
     partition_printer,
@@ -30,7 +30,7 @@ def add_parser(sub) -> None:
         help="use the fastest configuration recorded by `tilecc tune` for each kernel",
     )
     add_accelerator_args(parser)
-    add_fake_quant_arg(parser)
+    add_quant_args(parser)
     add_ir_args(parser)
     parser.set_defaults(drive=drive_compile)
 
@@ -49,6 +49,7 @@ def drive_compile(args) -> int:
         accel_config=args.accel_config,
         on_partition=partition_printer(args),
         fake_quant=args.fake_quant,
+        quantize=args.quantize,
     )
     progress(f"wrote {out} ({args.target}, {time.perf_counter() - start:.1f} s)")
     return 0

@@ -14,8 +14,8 @@ from tilecc.targets.npu.report import format_report
 
 from .common import (
     add_accelerator_args,
-    add_fake_quant_arg,
     add_model_args,
+    add_quant_args,
     input_shapes,
     load_npz,
     partition_printer,
@@ -45,7 +45,7 @@ def add_parser(sub) -> None:
         help="print the simulated NPU's cycles, cube utilisation, buffer peaks and DMA bytes",
     )
     add_accelerator_args(parser)
-    add_fake_quant_arg(parser)
+    add_quant_args(parser)
     parser.set_defaults(drive=drive_run)
 
 
@@ -64,6 +64,7 @@ def drive_run(args) -> int:
                 accel_config=args.accel_config,
                 on_partition=partition_printer(args),
                 fake_quant=args.fake_quant,
+                quantize=args.quantize,
             )
             onnx_path = path
         else:

@@ -8,13 +8,14 @@ from onnx_models import relu_only
 from tvm import relax
 
 from tilecc.compiler.assets import model_path
-from tilecc.compiler.build import compile_imported
+from tilecc.compiler.build import compile_imported, optimize
 from tilecc.compiler.errors import InputError
 from tilecc.compiler.frontend_onnx import import_onnx
 from tilecc.compiler.pass_pipeline import IROptions
 from tilecc.compiler.quantize import (
     QUANT_PIPELINE,
     calibrate,
+    int8_pipeline,
     load_samples,
     prepared,
     quantizable,
@@ -112,3 +113,66 @@ def test_cli_quantize_refuses_bad_input_and_writes_nothing(cli, tmp_path):
     bogus.write_text('{"format": "tilecc-quant-table-1", "model_sha256": "0", "activations": {}}')
     code, _, err = cli("run", model, *shapes, "--fake-quant", bogus)
     assert code == 1 and "calibrated for another model" in err
+
+
+@pytest.fixture(scope="module")
+def cls_table(cls, tmp_path_factory):
+    samples = [{"x": ppocr_input("cls", SHAPE)}, {"x": -ppocr_input("cls", SHAPE)}]
+    path = tmp_path_factory.mktemp("table") / "cls.json"
+    save_table(calibrate(cls, samples, "minmax", progress=lambda _: None), path)
+    return path
+
+
+def test_cli_int8_build_runs_int8_kernels_and_keeps_the_answer(cli, cls_table, tmp_path):
+    model = model_path("ppocr-cls")
+    shapes = ("--input-shapes", "x:[1,3,48,192]")
+    so = tmp_path / "cls_int8.so"
+    code, _, err = cli("compile", model, *shapes, "--quantize", cls_table, "-o", so, "--report")
+    assert code == 0, err
+    np.savez(tmp_path / "in.npz", x=ppocr_input("cls", SHAPE))
+    code, out, err = cli(
+        "run", so, "--inputs", tmp_path / "in.npz", "--save-outputs", tmp_path / "out.npz",
+        "--compare-ort", "--atol", "0.1",
+    )  # fmt: skip
+    assert code == 0, err
+    int8 = np.load(tmp_path / "out.npz")
+    (name,) = int8.files
+    (fp32,) = ort_run(model, {"x": ppocr_input("cls", SHAPE)}).values()
+    assert int8[name].argmax() == fp32.argmax()
+    assert 1e-3 < np.abs(int8[name] - fp32).max() < 0.1  # int8 noise, not nothing, not garbage
+
+
+def test_int8_build_has_int8_convs_where_channels_come_in_fours(cls, cls_table):
+    spec = get_target("x86")
+    passes = int8_pipeline(cls_table, cls, spec.graph_pipeline, spec)
+    convs = []
+    relax.analysis.post_order_visit(
+        optimize(cls, spec, IROptions(passes))["main"].body,
+        lambda e: (
+            convs.append((str(e.args[0].ty.dtype), str(e.attrs.data_layout)))
+            if isinstance(e, relax.Call) and getattr(e.op, "name", "") == "relax.nn.conv2d"
+            else None
+        ),
+    )
+    # NCHW8c convs run int8; the first (3 image channels) and the squeeze-excite convs on 1x1
+    # maps (2, 10, 22... channels, which the layout pass leaves NCHW) stay fp32
+    assert convs[0] == ("float32", "NCHW")
+    assert {dtype for dtype, layout in convs if layout == "NCHW8c"} == {"uint8"}
+    assert {layout for dtype, layout in convs if dtype == "float32"} == {"NCHW"}
+    assert sum(dtype == "uint8" for dtype, _ in convs) == 36
+
+
+def test_cli_int8_build_refusals_write_nothing(cli, cls_table, tmp_path):
+    model = model_path("ppocr-cls")
+    shapes = ("--input-shapes", "x:[1,3,48,192]")
+    out = tmp_path / "m.so"
+    code, _, err = cli("compile", model, *shapes, "--target", "npu", "--quantize", cls_table,
+                       "-o", out)  # fmt: skip
+    assert code == 1 and "has no int8 kernels" in err and not out.exists()
+    with pytest.raises(SystemExit) as exc:  # argparse: one or the other
+        cli("compile", model, *shapes, "--quantize", cls_table, "--fake-quant", cls_table)
+    assert exc.value.code == 2
+    other = tmp_path / "relu.onnx"
+    other.write_bytes(relu_only().SerializeToString())
+    code, _, err = cli("compile", other, "--quantize", cls_table, "-o", out)
+    assert code == 1 and "calibrated for another model" in err and not out.exists()
