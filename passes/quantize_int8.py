@@ -24,7 +24,8 @@ _DATA = {"uint8": (0, 255, 128), "int8": (-128, 127, 0)}  # (qmin, qmax, shift o
 class QuantizeInt8:
     """Replace each conv2d the quantization table calibrated by the same conv in integers:
     its input quantized to 8 bits with the table's scale s and zero point z, padded with z
-    (so padding is still 0.0), convolved with the weights rounded per output channel to
+    (so padding is still 0.0; a conv pads with zeros itself when z is 0, as after a ReLU on
+    uint8 data), convolved with the weights rounded per output channel to
     [-weight-max, weight-max] (scale sw[o]) into int32, then requantized to fp32 as
     (acc - z * sum(Wq[o])) * s * sw[o]. Bias, activation and the next layer's quantize stay
     separate ops, which FuseOps puts in the int8 kernel's epilogue.
@@ -101,17 +102,18 @@ class _QuantizeInt8(relax.PyExprMutator):
             )
         data = self.quantized[x]
         pad = [int(p) for p in attrs.padding]  # top, left, bottom, right
-        if any(pad):
+        if any(pad) and zero != 0:  # the int8 conv pads with 0: right only for zero point 0
             width = [0, 0] * len(data.ty.shape)
             width[4:8] = [pad[0], pad[2], pad[1], pad[3]]
             data = self.builder_.emit(relax.op.nn.pad(data, width, pad_value=float(zero)))
+            pad = [0, 0, 0, 0]
         weight = _to_oihw(call.args[1].value.numpy(), str(attrs.kernel_layout))
         scales = weight_scales(weight, opts.per_channel, 0, opts.weight_max)
         scales = np.broadcast_to(scales, (weight.shape[0],))
         wq = quantize_weight(weight, scales, 0, opts.weight_max)
         acc = self.builder_.emit(
             relax.op.nn.conv2d(
-                data, relax.const(wq), attrs.strides, [0, 0, 0, 0], attrs.dilation,
+                data, relax.const(wq), attrs.strides, pad, attrs.dilation,
                 attrs.groups, attrs.data_layout, "OIHW", attrs.out_layout, "int32",
             )
         )  # fmt: skip

@@ -83,7 +83,7 @@ def run(mod, *args):
     target = spec.tvm()
     ex = tvm.compile(mod, target=target, relax_pipeline=relax_pipeline(target, template_plan(spec)))
     out = relax.VirtualMachine(ex, tvm.cpu())["main"](*[tvm.runtime.tensor(a) for a in args])
-    return [o.numpy() for o in out]
+    return [o.numpy() for o in out] if isinstance(out, tvm.ir.Array) else [out.numpy()]
 
 
 def unblock(x):  # NCHW8c -> NCHW
@@ -128,6 +128,7 @@ def test_blocked_and_depthwise_convs_run_in_integers(tmp_path, dtype, weight_max
     assert [str(c.ty.dtype) for c in convs] == ["int32", "int32", "float32"]  # first conv: fp32
     for conv in convs[:2]:
         assert [int(p) for p in conv.attrs.padding] == [0, 0, 0, 0]  # padded with z instead
+        assert conv.args[0].ty.shape[2] == 8  # 6 rows + 2 of z
         assert str(conv.attrs.kernel_layout) == "OIHW" and str(conv.args[0].ty.dtype) == dtype
         assert str(conv.args[1].ty.dtype) == "int8"
         assert np.abs(conv.args[1].value.numpy()).max() <= weight_max
@@ -184,3 +185,31 @@ def test_bad_options_are_named(tmp_path):
         QuantizeInt8(table(tmp_path), weight_max=200)
     with pytest.raises(PassOptionError, match="table"):
         QuantizeInt8(str(tmp_path / "missing.json"))
+
+
+def test_zero_point_zero_keeps_the_convs_own_padding(tmp_path):
+    """Calibrated to [0, max] (after a ReLU), uint8 data has zero point 0: the conv pads with
+    zeros itself and no pad op is emitted."""
+
+    @I.ir_module
+    class One:
+        @R.function
+        def main(x: R.Tensor((1, 2, 6, 7, 8), "float32"),
+                 wc: R.Tensor((2, 2, 3, 3, 8, 8), "float32")):  # fmt: skip
+            R.func_attr({"num_input": 1})
+            with R.dataflow():
+                a = R.nn.conv2d(x, wc, padding=[1, 1, 1, 1], data_layout="NCHW8c",
+                                kernel_layout="OIHW8i8o", out_layout="NCHW8c")  # fmt: skip
+                R.output(a)
+            return a
+
+    one = relax.transform.BindParams("main", {"wc": tvm.runtime.tensor(W_CONV)})(One)
+    relu_range = {"scale": 0.02, "zero_point": -128}  # int8 -128 = uint8 0
+    after = QuantizeInt8(table(tmp_path, {"conv2d:0": relu_range}), weight_max=63)(one)
+    assert "relax.nn.pad" not in [c.op.name for c in calls(after)]
+    (conv,) = [c for c in calls(after) if c.op.name == "relax.nn.conv2d"]
+    assert [int(p) for p in conv.attrs.padding] == [1, 1, 1, 1]
+    x = RNG.uniform(0.0, 5.0, (1, 2, 6, 7, 8)).astype("float32")
+    (got,) = run(after, x)
+    expected = int8_conv(unblock(x), oihw(W_CONV), relu_range, "uint8", 63)
+    np.testing.assert_allclose(unblock(got), expected, rtol=1e-5, atol=1e-5)
