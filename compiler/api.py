@@ -145,12 +145,17 @@ def tune_model(
     plot_dir: str | Path | None = None,
     max_tasks: int | None = None,
     progress=print_progress,
+    quantize: str | Path | None = None,
 ) -> TuneSummary:
     """Tune the conv / dense kernels of an ONNX model for `target`; every measurement is
-    appended to `records` as it happens (see compiler/tuning.py)."""
+    appended to `records` as it happens (see compiler/tuning.py). With `quantize` (a table),
+    the kernels of the int8 build."""
     spec = get_target(target)
     check_writable(records)
     imported = import_onnx(model, input_shapes)
+    if quantize is not None:
+        pipeline = int8_pipeline(quantize, imported, spec.graph_pipeline, spec)
+        spec = dataclasses.replace(spec, graph_pipeline=pipeline)
     return tune_imported(
         imported, spec, records, trials, threads, timeout_s, resume, plot_dir, max_tasks, progress
     )

@@ -1,7 +1,8 @@
 """Workloads: the shape facts a template is compiled and tuned for, with a canonical key.
 
 The key (op, shapes, layout blocks, dtype) is what tuning records are filed under: the same
-conv layer in two models shares its records.
+conv layer in two models shares its records. `dtype` is the data's: float32, or uint8 / int8 for
+int8 kernels, whose weights are int8 and outputs int32 (`weight_dtype`, `out_dtype`).
 """
 
 from __future__ import annotations
@@ -39,6 +40,14 @@ class Conv2dWorkload:
     dtype: str = "float32"
 
     op = "conv2d"
+
+    @property
+    def weight_dtype(self) -> str:
+        return _weight_dtype(self.dtype)
+
+    @property
+    def out_dtype(self) -> str:
+        return _out_dtype(self.dtype)
 
     @property
     def out_height(self) -> int:
@@ -92,6 +101,14 @@ class DenseWorkload:
 
     op = "dense"
 
+    @property
+    def weight_dtype(self) -> str:
+        return _weight_dtype(self.dtype)
+
+    @property
+    def out_dtype(self) -> str:
+        return _out_dtype(self.dtype)
+
     def data_shape(self) -> tuple[int, ...]:
         return (self.m, self.k)
 
@@ -117,6 +134,16 @@ WORKLOADS = {cls.op: cls for cls in (Conv2dWorkload, DenseWorkload)}
 def workload_from_key(text: str):
     fields = json.loads(text)
     return WORKLOADS[fields.pop("op")](**fields)
+
+
+def _weight_dtype(data_dtype: str) -> str:
+    """fp32 weights for fp32 data; int8 weights for 8-bit (uint8 / int8) data."""
+    return "float32" if data_dtype == "float32" else "int8"
+
+
+def _out_dtype(data_dtype: str) -> str:
+    """fp32 out of fp32; int32 accumulators out of 8-bit data."""
+    return "float32" if data_dtype == "float32" else "int32"
 
 
 def _blocked(n, c, h, w, block):

@@ -39,9 +39,7 @@ def host_target():
 
 def dtypes(workload) -> tuple[str, str, str]:
     """(data, weight, output) dtypes: fp32 throughout, or 8-bit data by int8 weights into int32."""
-    if workload.dtype == "float32":
-        return ("float32",) * 3
-    return workload.dtype, "int8", "int32"
+    return workload.dtype, workload.weight_dtype, workload.out_dtype
 
 
 def build(template: Template, workload, cfg, lanes: int, epilogue=None, target=None):

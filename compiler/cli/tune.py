@@ -31,6 +31,11 @@ def add_parser(sub) -> None:
         "--max-tasks", type=int, default=None, help="tune only the N heaviest tasks"
     )
     parser.add_argument("--plot-dir", default=None, help="write a tuning curve PNG per task here")
+    parser.add_argument(
+        "--quantize",
+        metavar="TABLE.json",
+        help="tune the int8 build's kernels (what `compile --quantize TABLE` will run)",
+    )
     resume = parser.add_mutually_exclusive_group()
     resume.add_argument(
         "--resume", dest="resume", action="store_true", default=True,
@@ -57,6 +62,7 @@ def drive_tune(args) -> int:
         resume=args.resume,
         plot_dir=args.plot_dir,
         max_tasks=args.max_tasks,
+        quantize=args.quantize,
     )
     for warning in summary.warnings:
         progress(f"warning: {warning}")

@@ -123,7 +123,9 @@ class Job:
             packed = self.kernel.packed_weight(
                 template, workload, cfg, problem.weight, self.host_target
             )
-            func = self.kernel.scheduled_kernel(template, workload, cfg, self.lanes, packed.shape)
+            func = self.kernel.scheduled_kernel(
+                template, workload, cfg, self.lanes, packed.shape, self.target
+            )
             if self.setup["mode"] == "qemu":
                 return self._run_qemu(func, workload, problem, packed)
             lib = self.tvm.compile(self.tvm.IRModule({"main": func}), target=self.target)
@@ -141,7 +143,7 @@ class Job:
         tvm, dev = self.tvm, self.tvm.cpu()
         try:
             args = [tvm.runtime.tensor(problem.data, dev), tvm.runtime.tensor(packed, dev)]
-            out = tvm.runtime.empty(workload.out_shape(), workload.dtype, dev)
+            out = tvm.runtime.empty(workload.out_shape(), workload.out_dtype, dev)
             lib(*args, out)
             if why := self.kernel.mismatch(out.numpy(), problem.expected):
                 return _result("wrong_result", error=why)
