@@ -1,5 +1,6 @@
-"""Each kernel template, built for aarch64 NEON (4 lanes) and run under qemu-aarch64, against
-its NumPy reference (QemuMeasurer checks every output; emulated time is not measured)."""
+"""Each kernel template, built for aarch64 NEON (4 lanes; int8 convs on sdot) and run under
+qemu-aarch64, against its NumPy reference (QemuMeasurer checks every output; emulated time is
+not measured)."""
 
 import pytest
 
@@ -17,6 +18,8 @@ CASES = [
     ("conv2d_winograd", Conv2dWorkload(1, 16, 9, 9, 16, 3, 3, **PAD1, **NCHW4C)),
     ("depthwise", Conv2dWorkload(1, 16, 10, 10, 16, 5, 5, 2, 2, **PAD2, groups=16, **NCHW4C)),
     ("dense", DenseWorkload(7, 33, 19)),
+    ("conv2d_int8", Conv2dWorkload(1, 8, 9, 7, 12, 3, 3, **PAD1, **NCHW4C, dtype="int8")),
+    ("depthwise", Conv2dWorkload(1, 8, 9, 9, 8, 3, 3, **PAD1, groups=8, **NCHW4C, dtype="int8")),
 ]
 
 
