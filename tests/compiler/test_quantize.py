@@ -1,12 +1,15 @@
 """Calibration of a real model (PP-OCR cls) into a quantization table, the fake-quant build it
 drives, and bad calibration input."""
 
+import json
+
 import numpy as np
 import pytest
 import tvm
 from onnx_models import relu_only
 from tvm import relax
 
+from tilecc.compiler.api import run_model as api_run
 from tilecc.compiler.assets import model_path
 from tilecc.compiler.build import compile_imported, optimize
 from tilecc.compiler.errors import InputError
@@ -176,3 +179,58 @@ def test_cli_int8_build_refusals_write_nothing(cli, cls_table, tmp_path):
     other.write_bytes(relu_only().SerializeToString())
     code, _, err = cli("compile", other, "--quantize", cls_table, "-o", out)
     assert code == 1 and "calibrated for another model" in err and not out.exists()
+
+
+def test_tune_the_int8_build_then_compile_with_its_records(cli, cls_table, tmp_path):
+    model = model_path("ppocr-cls")
+    shapes = ("--input-shapes", "x:[1,3,48,192]")
+    records = tmp_path / "r.json"
+    code, _, err = cli("tune", model, *shapes, "--quantize", cls_table, "--trials", 3,
+                       "--max-tasks", 1, "-o", records)  # fmt: skip
+    assert code == 0, err
+    lines = [json.loads(line) for line in records.read_text().splitlines()]
+    measured = [r for r in lines if "status" in r]
+    assert {json.loads(r["workload"])["dtype"] for r in measured} == {"uint8"}
+    assert {r["template"] for r in measured} <= {"conv2d_int8", "depthwise"}
+    assert len(measured) == 3 and all(r["status"] == "ok" for r in measured)
+    so = tmp_path / "m.so"
+    code, _, err = cli("compile", model, *shapes, "--quantize", cls_table,
+                       "--tuning-records", records, "-o", so)  # fmt: skip
+    assert code == 0, err
+    x = ppocr_input("cls", SHAPE)
+    (fp32,) = ort_run(model, {"x": x}).values()
+    (int8,) = api_run(so, {"x": x}).values()
+    assert int8.argmax() == fp32.argmax() and np.abs(int8 - fp32).max() < 0.1
+
+
+def test_qdq_model_from_ort_quantize_static_matches_ort_int8_within_one_step(tmp_path):
+    """A pre-quantized model (QDQ: QuantizeLinear / DequantizeLinear around every conv, made by
+    onnxruntime.quantization) compiled by tilecc gives ORT's own int8 answer to within one step
+    of the output's quantization (the softmax input's scale makes 1/255 of the probabilities)."""
+    from onnxruntime.quantization import (
+        CalibrationDataReader,
+        QuantFormat,
+        QuantType,
+        quantize_static,
+    )
+
+    class Lines(CalibrationDataReader):
+        def __init__(self):
+            self.samples = iter(
+                [{"x": ppocr_input("cls", SHAPE)}, {"x": -ppocr_input("cls", SHAPE)}]
+            )
+
+        def get_next(self):
+            return next(self.samples, None)
+
+    qdq = tmp_path / "cls.qdq.onnx"
+    quantize_static(
+        str(model_path("ppocr-cls")), str(qdq), Lines(), quant_format=QuantFormat.QDQ,
+        activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8, per_channel=True,
+    )  # fmt: skip
+    x = ppocr_input("cls", SHAPE)
+    (ort_int8,) = ort_run(qdq, {"x": x}).values()
+    (ours,) = api_run(qdq, {"x": x}, input_shapes={"x": list(SHAPE)}).values()
+    (fp32,) = ort_run(model_path("ppocr-cls"), {"x": x}).values()
+    assert np.abs(ours - ort_int8).max() <= 1 / 255 + 1e-6
+    assert np.abs(ort_int8 - fp32).max() > 1e-3  # really quantized: not the fp32 answer
