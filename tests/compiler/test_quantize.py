@@ -234,3 +234,21 @@ def test_qdq_model_from_ort_quantize_static_matches_ort_int8_within_one_step(tmp
     (fp32,) = ort_run(model_path("ppocr-cls"), {"x": x}).values()
     assert np.abs(ours - ort_int8).max() <= 1 / 255 + 1e-6
     assert np.abs(ort_int8 - fp32).max() > 1e-3  # really quantized: not the fp32 answer
+
+
+@pytest.mark.qemu
+def test_int8_build_for_a_phone_runs_under_qemu(cls_table, tmp_path):
+    """arm-cpu's int8 build: int8 data (sdot), cross-linked, run by the aarch64 runner."""
+    from tilecc.compiler.api import compile_model
+    from tilecc.compiler.runtime import CompiledModel
+
+    so = compile_model(
+        model_path("ppocr-cls"), "arm-cpu", tmp_path / "cls.so", {"x": list(SHAPE)},
+        quantize=cls_table,
+    )  # fmt: skip
+    compiled = CompiledModel(so)
+    x = ppocr_input("cls", SHAPE)
+    (int8,) = compiled.run({"x": x}).values()
+    (fp32,) = ort_run(model_path("ppocr-cls"), {"x": x}).values()
+    assert int8.argmax() == fp32.argmax()
+    assert 1e-3 < np.abs(int8 - fp32).max() < 0.1
