@@ -1,8 +1,9 @@
 """int8 vs fp32 latency on this host, in one run: PP-OCRv4 det built by tilecc in fp32 and in int8
 (`--quantize`), ONNX Runtime on the fp32 model and on its QDQ int8 model (made by
 onnxruntime.quantization.quantize_static from the same calibration images), and tilecc on that
-QDQ model. Also the kernels' peak: conv2d_int8 against conv2d_direct (fp32) on one
-compute-bound layer, which bounds what int8 can gain on this CPU. Writes docs/INT8_SPEED.md.
+QDQ model: on int8 kernels with its own parameters (`--quantize qdq`), and as it is. Also the
+kernels' peak: conv2d_int8 against conv2d_direct (fp32) on one compute-bound layer, which bounds
+what int8 can gain on this CPU. Writes docs/INT8_SPEED.md.
 
     .venv/bin/python bench/int8_speed.py [--threads 2] [--repeat 20] [--size 640]
 
@@ -107,7 +108,8 @@ def main() -> int:
         (fp32_ref,) = ort_run(det, inputs).values()
         (ort_int8,) = ort_run(qdq, inputs).values()
         builds = [("tilecc fp32", det, {}), ("tilecc int8 (--quantize)", det, {"quantize": table}),
-                  ("tilecc on the QDQ model", qdq, {})]  # fmt: skip
+                  ("tilecc int8 on the QDQ model (--quantize qdq)", qdq, {"quantize": "qdq"}),
+                  ("tilecc on the QDQ model, Q/DQ in fp32", qdq, {})]  # fmt: skip
         timings = {}
         for name, model, extra in builds:
             say(f"compiling {name}")

@@ -29,7 +29,15 @@ from .errors import InputError, TargetError
 from .files import check_writable
 from .frontend_onnx import ImportedModel, import_onnx
 from .pass_pipeline import IROptions
-from .quantize import calibrate, fake_quant_pipeline, int8_pipeline, load_samples, save_table
+from .quantize import (
+    QDQ,
+    calibrate,
+    fake_quant_pipeline,
+    import_qdq,
+    int8_pipeline,
+    load_samples,
+    save_table,
+)
 from .runtime import CompiledModel
 from .tuning import tune_imported
 
@@ -60,28 +68,33 @@ def compile_model(
     `host` (default x86), reads `accel_config`, and tells `on_partition(report)` what went
     where (default: a summary line on stderr). `fake_quant`, a table from `quantize_model`,
     builds the int8 accuracy preview: int8 rounding simulated in fp32; `quantize`, such a
-    table, builds the int8 model: calibrated convs run as int8 kernels."""
+    table (or "qdq": a pre-quantized model's own Q/DQ parameters), builds the int8 model:
+    calibrated convs run as int8 kernels."""
     spec = accelerator_spec(target, host, accel_config)
     if output is not None:
         check_writable(output)
     options = spec.accelerator.read_config(Path(accel_config)) if accel_config else None
     records = load_records(tuning_records) if tuning_records is not None else None
-    imported = import_onnx(model, input_shapes)
     if fake_quant is not None and quantize is not None:
         raise InputError("--fake-quant and --quantize are two builds: give one")
-    if fake_quant is not None or quantize is not None:
-        ir = ir or IROptions()
-        rest = ir.passes or spec.graph_pipeline
-        if quantize is not None:
-            passes = int8_pipeline(quantize, imported, rest, spec)
+    with tempfile.TemporaryDirectory(prefix="tilecc-qdq-") as tmp:
+        if str(quantize) == QDQ:
+            imported, quantize = import_qdq(model, input_shapes, Path(tmp) / "qdq.table.json")
         else:
-            passes = fake_quant_pipeline(fake_quant, imported, rest, spec.int8_weight_max)
-        ir = dataclasses.replace(ir, passes=passes)
-    if on_partition is None:
-        on_partition = _partition_summary
-    executable = compile_imported(
-        imported, spec, threads, ir, template_plan(spec, records), options, on_partition
-    )
+            imported = import_onnx(model, input_shapes)
+        if fake_quant is not None or quantize is not None:
+            ir = ir or IROptions()
+            rest = ir.passes or spec.graph_pipeline
+            if quantize is not None:
+                passes = int8_pipeline(quantize, imported, rest, spec)
+            else:
+                passes = fake_quant_pipeline(fake_quant, imported, rest, spec.int8_weight_max)
+            ir = dataclasses.replace(ir, passes=passes)
+        if on_partition is None:
+            on_partition = _partition_summary
+        executable = compile_imported(
+            imported, spec, threads, ir, template_plan(spec, records), options, on_partition
+        )
     return export(executable, spec, output) if output is not None else executable
 
 

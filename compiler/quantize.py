@@ -234,6 +234,25 @@ def int8_pipeline(table_path: str | Path, imported: ImportedModel, rest: str, ta
     return f"{rest},quantize-int8{{{options}}},dce"
 
 
+QDQ = "qdq"  # `--quantize qdq`: the table comes from the model's own Q/DQ parameters
+
+
+def import_qdq(model, input_shapes, table_path: Path) -> tuple[ImportedModel, Path]:
+    """A pre-quantized (QDQ) ONNX model as its fp32 graph, and at `table_path` the quantization
+    table of its own Q/DQ parameters (compiler/onnx_qdq.py)."""
+    from .frontend_onnx import import_onnx, load_onnx
+    from .onnx_qdq import is_qdq, qdq_table, strip_qdq
+
+    proto = load_onnx(model)
+    if not is_qdq(proto):
+        raise InputError(f"{model}: --quantize qdq needs a QDQ model (it has no QuantizeLinear)")
+    stripped, anchors = strip_qdq(proto, str(model))
+    imported = import_onnx(model, input_shapes, model=stripped)
+    table = qdq_table(prepared(imported), anchors, str(model), imported.source_sha256)
+    save_table(table, table_path)
+    return imported, table_path
+
+
 def save_table(table: dict, path: Path) -> None:
     with atomic_output(Path(path), ".json") as tmp:
         tmp.write_text(json.dumps(table, indent=1, sort_keys=True))

@@ -62,7 +62,8 @@ def add_quant_args(parser) -> None:
     group.add_argument(
         "--quantize",
         metavar="TABLE.json",
-        help="int8: run the convs a `tilecc quantize` table calibrated as int8 kernels",
+        help="int8: run the convs a `tilecc quantize` table calibrated as int8 kernels; "
+        "'qdq': take a pre-quantized (QDQ) model's own scales and zero points",
     )
 
 

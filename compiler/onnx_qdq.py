@@ -1,0 +1,181 @@
+"""Pre-quantized ONNX (QDQ) into tilecc's int8 path.
+
+A QDQ model (onnxruntime.quantization's quantize_static, TensorRT / PyTorch exports) carries its
+int8 parameters as QuantizeLinear -> DequantizeLinear pairs on activations and DequantizeLinear
+on int8 weights. `strip_qdq` takes them out: an activation pair becomes a Clip to the range it
+represents (its saturation is part of the model: ONNX Runtime's quantizer drops a ReLU6 for it),
+weights become their int8-rounded fp32 values, and the scale and zero point of each conv /
+matmul input are kept. `qdq_table` turns
+those into a quantization table like `tilecc quantize` writes, so `compile --quantize qdq` runs
+the same quantize-int8 pass (and the same int8 kernels) on the model's own parameters.
+
+Without `--quantize qdq`, a QDQ model compiles as it is: TVM's importer computes Q/DQ in fp32,
+which reproduces ONNX Runtime's int8 answer (tests/compiler/test_quantize.py).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import onnx
+from onnx import numpy_helper
+
+from .errors import InputError
+
+_ANCHORS = ("Conv", "MatMul", "Gemm")
+
+
+def is_qdq(model: onnx.ModelProto) -> bool:
+    return any(n.op_type == "QuantizeLinear" for n in model.graph.node)
+
+
+def strip_qdq(model: onnx.ModelProto, source: str) -> tuple[onnx.ModelProto, list[tuple]]:
+    """(the fp32 model, [(weight shape, activation scale, zero point on the int8 scale)]) for
+    every Conv / MatMul / Gemm with a constant weight, in graph order (scale and zero point
+    None where its input was not quantized)."""
+    graph = model.graph
+    inits = {i.name: numpy_helper.to_array(i) for i in graph.initializer}
+    for node in graph.node:  # Constant nodes hold weights too (PaddlePaddle exports)
+        if node.op_type == "Constant" and node.attribute[0].name == "value":
+            inits[node.output[0]] = numpy_helper.to_array(node.attribute[0].t)
+    nodes = list(graph.node)
+    producer = {out: i for i, node in enumerate(nodes) for out in node.output}
+    # an activation pair -> a Clip to its range (ONNX Runtime drops a Relu / Clip whose range the
+    # quantization's saturation gives), keeping the DequantizeLinear's output name
+    clips: dict[int, tuple[onnx.NodeProto, list]] = {}
+    activation: dict[str, tuple[float, int]] = {}  # that name -> (scale, int8 zero point)
+    weights: dict[str, np.ndarray] = {}  # a DequantizeLinear output -> its fp32 weight
+    dropped = set()  # node indices
+    for index, node in enumerate(nodes):
+        if node.op_type != "DequantizeLinear":
+            continue
+        quant = producer.get(node.input[0])
+        quantize = nodes[quant] if quant is not None else None
+        if node.input[0] in inits:  # an int8 weight
+            weights[node.output[0]] = _dequantize(node, inits[node.input[0]], inits)
+            dropped.add(index)
+        elif quantize is None or quantize.op_type != "QuantizeLinear":
+            continue
+        elif quantize.input[0] in inits:  # an fp32 weight, rounded by the pair
+            q = _quantize(quantize, inits[quantize.input[0]], inits)
+            weights[node.output[0]] = _dequantize(node, q, inits)
+            dropped.update((index, quant))
+        else:  # an activation: saturation is all that stays of the pair
+            scale, zero, low, high = _activation(quantize, inits, source)
+            activation[node.output[0]] = (scale, zero)
+            clips[index] = _clip(quantize.input[0], node.output[0], low, high)
+            dropped.add(quant)
+    if not clips and not weights:
+        raise InputError(f"{source}: no QuantizeLinear / DequantizeLinear pairs to take")
+    anchors = []  # every conv / matmul with a constant weight, in graph order
+    for node in nodes:
+        if node.op_type in _ANCHORS and len(node.input) > 1:
+            data, weight = node.input[0], node.input[1]
+            value = weights.get(weight, inits.get(weight))
+            if value is not None:
+                anchors.append((value.shape, *activation.get(data, (None, None))))
+    out = onnx.ModelProto()
+    out.CopyFrom(model)
+    del out.graph.node[:]
+    for index, node in enumerate(nodes):
+        if index in clips:
+            clip, bounds = clips[index]
+            out.graph.node.append(clip)
+            out.graph.initializer.extend(bounds)
+        elif index not in dropped:
+            out.graph.node.append(node)
+    for name, value in weights.items():
+        out.graph.initializer.append(numpy_helper.from_array(value, name))
+    return out, anchors
+
+
+def _clip(x: str, out: str, low: float, high: float):
+    """Clip(x, low, high) -> `out`, with its bounds as initializers."""
+    names = [f"{out}_low", f"{out}_high"]
+    bounds = [
+        numpy_helper.from_array(np.array(v, np.float32), n)
+        for v, n in zip((low, high), names, strict=True)
+    ]
+    return onnx.helper.make_node("Clip", [x, *names], [out], name=f"{out}_clip"), bounds
+
+
+def _params(node, inits, ndim: int):
+    """(scale, zero point) of a Q/DQ node, shaped to broadcast along its axis when per channel."""
+    scale = inits[node.input[1]].astype(np.float64)
+    zero = inits[node.input[2]] if len(node.input) > 2 else np.zeros((), np.uint8)
+    axis = next((a.i for a in node.attribute if a.name == "axis"), 1)
+    if scale.ndim == 1 and scale.size > 1:  # per channel along `axis`
+        shape = [1] * ndim
+        shape[axis] = -1
+        scale, zero = scale.reshape(shape), zero.reshape(shape)
+    return scale, zero
+
+
+def _quantize(node, x: np.ndarray, inits) -> np.ndarray:
+    """ONNX QuantizeLinear: round half to even, saturate to the zero point's type."""
+    scale, zero = _params(node, inits, x.ndim)
+    info = np.iinfo(zero.dtype)
+    q = np.rint(x.astype(np.float64) / scale) + zero.astype(np.float64)
+    return np.clip(q, info.min, info.max).astype(zero.dtype)
+
+
+def _dequantize(node, q: np.ndarray, inits) -> np.ndarray:
+    scale, zero = _params(node, inits, q.ndim)
+    return ((q.astype(np.float64) - zero.astype(np.float64)) * scale).astype(np.float32)
+
+
+def _activation(node, inits, source) -> tuple[float, int, float, float]:
+    """(scale, zero point on the int8 scale, lowest and highest value it represents) of a
+    per-tensor QuantizeLinear."""
+    scale = inits.get(node.input[1])
+    zero = inits.get(node.input[2]) if len(node.input) > 2 else np.zeros((), np.uint8)
+    if scale is None or np.size(scale) != 1 or zero is None or np.size(zero) != 1:
+        raise InputError(
+            f'{source}: node "{node.name}" (QuantizeLinear): only per-tensor constant scale and '
+            "zero point are taken for activations"
+        )
+    info = np.iinfo(zero.dtype)
+    scale, zero = float(scale), int(zero)
+    low, high = scale * (info.min - zero), scale * (info.max - zero)
+    return scale, zero - 128 if info.min == 0 else zero, low, high
+
+
+def qdq_table(prepared_mod, anchors: list[tuple], source: str, digest: str) -> dict:
+    """The quantization table of the stripped model. The import keeps the graph's order, so
+    the k-th anchor of `prepared_mod` (as compiler/quantize.py numbers them) is the k-th conv /
+    matmul of `anchors`; their counts and weight shapes must agree (a Gemm's weight may be
+    transposed; a folded BatchNorm changes values, not shapes)."""
+    from tilecc.passes.fake_quantize import anchor_key, is_anchor
+
+    from .quantize import TABLE_FORMAT
+
+    calls = [
+        binding.value
+        for block in prepared_mod["main"].body.blocks
+        for binding in block.bindings
+        if is_anchor(binding.value)
+    ]
+    if len(calls) != len(anchors):
+        raise InputError(
+            f"{source}: {len(anchors)} conv / matmul with constant weights in the QDQ graph, "
+            f"{len(calls)} after the import; cannot tell which parameters are whose"
+        )
+    activations = {}
+    for index, (call, (shape, scale, zero)) in enumerate(zip(calls, anchors, strict=True)):
+        got = tuple(int(d) for d in call.args[1].ty.shape)
+        if got not in (tuple(shape), tuple(shape)[::-1]):
+            raise InputError(
+                f"{source}: conv / matmul {index} has weights {list(shape)} in the QDQ graph, "
+                f"{list(got)} after the import"
+            )
+        if scale is not None:
+            activations[anchor_key(call, index)] = {"scale": scale, "zero_point": zero}
+    if not activations:
+        raise InputError(f"{source}: no quantized conv / matmul found after the import")
+    return {
+        "format": TABLE_FORMAT,
+        "model_sha256": digest,
+        "method": "qdq",
+        "per_channel_weights": True,
+        "samples": 0,
+        "activations": activations,
+    }
