@@ -21,6 +21,7 @@ from .assets import sha256
 from .errors import ModelError, ShapeError, UnsupportedOpsError
 from .onnx_canonicalize import clip_bounds_as_constants, clip_converter, initializers_as_constants
 from .onnx_fold import fold_constants
+from .onnx_qdq import qoperators_as_qdq
 
 
 @dataclass(frozen=True)
@@ -224,6 +225,7 @@ def import_onnx(
         copy = onnx.ModelProto()
         copy.CopyFrom(model)
         model = copy
+    model = qoperators_as_qdq(model)
     inputs = bind_input_shapes(model, input_shapes or {}, source)
     model, folded = fold_constants(model)
     if missing := find_unsupported(model):

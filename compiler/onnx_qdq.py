@@ -24,6 +24,74 @@ from .errors import InputError
 _ANCHORS = ("Conv", "MatMul", "Gemm")
 
 
+def qoperators_as_qdq(model: onnx.ModelProto) -> onnx.ModelProto:
+    """ONNX's quantized operators (QOperator format) as the QDQ graph they stand for, which
+    TVM's importer and `strip_qdq` take (TVM 0.27 has no QLinearConv or QLinearMatMul
+    converter):
+        QLinearConv(x, xs, xz, w, ws, wz, ys, yz, B)
+            -> Q(Conv(DQ(x, xs, xz), DQ(w, ws, wz), DQ(B, xs * ws, 0)), ys, yz)
+        QLinearMatMul(a, as, az, b, bs, bz, ys, yz) -> Q(MatMul(DQ(a), DQ(b)), ys, yz)
+    Other nodes are kept as they are; a model without these ops is returned unchanged."""
+    kinds = {"QLinearConv", "QLinearMatMul"}
+    if not any(n.op_type in kinds for n in model.graph.node):
+        return model
+    out = onnx.ModelProto()
+    out.CopyFrom(model)
+    nodes, extra = [], []
+    inits = {i.name: numpy_helper.to_array(i) for i in model.graph.initializer}
+    for node in model.graph.node:
+        if node.op_type in kinds:
+            new_nodes, new_inits = _expand_qoperator(node, inits)
+            nodes.extend(new_nodes)
+            extra.extend(new_inits)
+        else:
+            nodes.append(node)
+    del out.graph.node[:]
+    out.graph.node.extend(nodes)
+    out.graph.initializer.extend(extra)
+    return out
+
+
+def _expand_qoperator(node, inits):
+    """The QDQ nodes (and new initializers) one QLinearConv / QLinearMatMul is."""
+    name, ins = node.name or node.output[0], list(node.input)
+    attrs = list(node.attribute)
+    made, new_inits = [], []
+
+    def dq(value, scale, zero, tag, axis=None):
+        out = f"{name}_{tag}_dq"
+        inputs = [value, scale] + ([zero] if zero else [])
+        kwargs = {"axis": axis} if axis is not None else {}
+        made.append(onnx.helper.make_node("DequantizeLinear", inputs, [out], **kwargs))
+        return out
+
+    def const(value, tag):
+        init = numpy_helper.from_array(np.asarray(value), f"{name}_{tag}")
+        new_inits.append(init)
+        return init.name
+
+    x = dq(ins[0], ins[1], ins[2], "x")
+    w_scale = inits.get(ins[4])
+    per_channel = w_scale is not None and np.size(w_scale) > 1
+    axis = (0 if node.op_type == "QLinearConv" else 1) if per_channel else None
+    w = dq(ins[3], ins[4], ins[5], "w", axis)
+    args = [x, w]
+    if node.op_type == "QLinearConv" and len(ins) > 8 and ins[8]:
+        x_scale = inits.get(ins[1])
+        if x_scale is None or w_scale is None:
+            raise InputError(f'node "{name}" (QLinearConv): a bias needs constant scales')
+        scale = (np.asarray(x_scale, np.float32) * np.asarray(w_scale, np.float32)).ravel()
+        args.append(dq(ins[8], const(scale, "bias_scale"), "", "b", 0 if scale.size > 1 else None))
+    kind = "Conv" if node.op_type == "QLinearConv" else "MatMul"
+    core = onnx.helper.make_node(kind, args, [f"{name}_fp32"], name=name)
+    if kind == "Conv":
+        core.attribute.extend(attrs)
+    quant = onnx.helper.make_node(
+        "QuantizeLinear", [core.output[0], ins[6], ins[7]], list(node.output)
+    )
+    return [*made, core, quant], new_inits
+
+
 def is_qdq(model: onnx.ModelProto) -> bool:
     return any(n.op_type == "QuantizeLinear" for n in model.graph.node)
 

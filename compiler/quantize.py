@@ -241,9 +241,9 @@ def import_qdq(model, input_shapes, table_path: Path) -> tuple[ImportedModel, Pa
     """A pre-quantized (QDQ) ONNX model as its fp32 graph, and at `table_path` the quantization
     table of its own Q/DQ parameters (compiler/onnx_qdq.py)."""
     from .frontend_onnx import import_onnx, load_onnx
-    from .onnx_qdq import is_qdq, qdq_table, strip_qdq
+    from .onnx_qdq import is_qdq, qdq_table, qoperators_as_qdq, strip_qdq
 
-    proto = load_onnx(model)
+    proto = qoperators_as_qdq(load_onnx(model))
     if not is_qdq(proto):
         raise InputError(f"{model}: --quantize qdq needs a QDQ model (it has no QuantizeLinear)")
     stripped, anchors = strip_qdq(proto, str(model))

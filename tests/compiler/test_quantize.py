@@ -204,10 +204,9 @@ def test_tune_the_int8_build_then_compile_with_its_records(cli, cls_table, tmp_p
     assert int8.argmax() == fp32.argmax() and np.abs(int8 - fp32).max() < 0.1
 
 
-@pytest.fixture(scope="module")
-def cls_qdq(tmp_path_factory):
-    """PP-OCR cls quantized by onnxruntime.quantization.quantize_static (QDQ, uint8
-    activations, int8 per-channel weights) on two rendered text lines."""
+def _ort_quantized(path, fmt, **options):
+    """PP-OCR cls quantized by onnxruntime.quantization.quantize_static on two rendered text
+    lines: uint8 activations, int8 per-channel weights, in QDQ or QOperator format."""
     from onnxruntime.quantization import (
         CalibrationDataReader,
         QuantFormat,
@@ -223,12 +222,16 @@ def cls_qdq(tmp_path_factory):
         def get_next(self):
             return next(self.samples, None)
 
-    qdq = tmp_path_factory.mktemp("qdq") / "cls.qdq.onnx"
     quantize_static(
-        str(model_path("ppocr-cls")), str(qdq), Lines(), quant_format=QuantFormat.QDQ,
-        activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8, per_channel=True,
+        str(model_path("ppocr-cls")), str(path), Lines(), quant_format=getattr(QuantFormat, fmt),
+        activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8, per_channel=True, **options,
     )  # fmt: skip
-    return qdq
+    return path
+
+
+@pytest.fixture(scope="module")
+def cls_qdq(tmp_path_factory):
+    return _ort_quantized(tmp_path_factory.mktemp("qdq") / "cls.qdq.onnx", "QDQ")
 
 
 def test_qdq_model_from_ort_quantize_static_matches_ort_int8_within_one_step(cls_qdq):
@@ -284,3 +287,25 @@ def test_int8_build_for_a_phone_runs_under_qemu(cls_table, tmp_path):
     (fp32,) = ort_run(model_path("ppocr-cls"), {"x": x}).values()
     assert int8.argmax() == fp32.argmax()
     assert 1e-3 < np.abs(int8 - fp32).max() < 0.1
+
+
+def test_qoperator_model_imports_as_its_qdq_graph(tmp_path):
+    """QLinearConv / QLinearMatMul (ORT's QOperator format; TVM has no converter) become
+    DQ -> Conv / MatMul -> Q: as it is, tilecc gives ORT's int8 answer; `--quantize qdq` runs
+    the same model on the int8 kernels."""
+    from tilecc.compiler.onnx_qdq import qoperators_as_qdq
+
+    qop = _ort_quantized(tmp_path / "cls.qop.onnx", "QOperator", op_types_to_quantize=["Conv"])
+    kinds = {n.op_type for n in onnx.load(str(qop)).graph.node}
+    assert "QLinearConv" in kinds
+    rewritten = {n.op_type for n in qoperators_as_qdq(onnx.load(str(qop))).graph.node}
+    assert "QLinearConv" not in rewritten and {"Conv", "DequantizeLinear"} <= rewritten
+    x = ppocr_input("cls", SHAPE)
+    (ort_int8,) = ort_run(qop, {"x": x}).values()
+    (ours,) = api_run(qop, {"x": x}, input_shapes={"x": list(SHAPE)}).values()
+    assert np.abs(ours - ort_int8).max() <= 1 / 255 + 1e-6
+    from tilecc.compiler.api import compile_model
+
+    so = compile_model(qop, "x86", tmp_path / "m.so", {"x": list(SHAPE)}, quantize="qdq")
+    (int8,) = api_run(so, {"x": x}).values()
+    assert int8.argmax() == ort_int8.argmax() and np.abs(int8 - ort_int8).max() < 0.05
