@@ -172,12 +172,16 @@ def weight_transform(w, wl, cfg):
     return te.compute((*shape, tic // p, t // v, v, p), value, name="weight_pack")
 
 
-def _padded_width(wl, cfg) -> int:
+# padded_width, pad_data, schedule_pad and fuse_tile_epilogue also serve conv2d_int8: the same
+# spatial-pack nest over 8-bit data.
+
+
+def padded_width(wl, cfg) -> int:
     return _ceil(wl.out_width, cfg["tile_ow"]) * cfg["tile_ow"]
 
 
-def _pad(data, wl, cfg):
-    span_w = (_padded_width(wl, cfg) - 1) * wl.stride_w + (wl.kernel_w - 1) * wl.dilation_w + 1
+def pad_data(data, wl, cfg):
+    span_w = (padded_width(wl, cfg) - 1) * wl.stride_w + (wl.kernel_w - 1) * wl.dilation_w + 1
     top, left, right = wl.pad_top, wl.pad_left, max(wl.pad_right, span_w - wl.width - wl.pad_left)
     if not (top or left or wl.pad_bottom or right):
         return data
@@ -193,7 +197,7 @@ def _pad(data, wl, cfg):
 
 def compute(data, packed_w, wl, cfg):
     t, tic, p, v = _blocks(wl, cfg)
-    dp, ib, k = _pad(data, wl, cfg), wl.in_block, t // v
+    dp, ib, k = pad_data(data, wl, cfg), wl.in_block, t // v
     ico = te.reduce_axis((0, wl.in_channels // tic), "ico")
     kh = te.reduce_axis((0, wl.kernel_h), "kh")
     kw = te.reduce_axis((0, wl.kernel_w), "kw")
@@ -205,7 +209,7 @@ def compute(data, packed_w, wl, cfg):
         x = dp[n, ic, h, w] if ib == 1 else dp[n, ic // ib, h, w, ic % ib]
         return te.sum(x * packed_w[ocb, ico, kh, kw, icj, j, c, pi], axis=[ico, kh, kw, icj])
 
-    shape = (wl.batch, _ceil(wl.out_channels, t), wl.out_height, _padded_width(wl, cfg), k, v, p)
+    shape = (wl.batch, _ceil(wl.out_channels, t), wl.out_height, padded_width(wl, cfg), k, v, p)
     attrs = annotations("conv2d_direct", wl, cfg)
     conv = te.compute(shape, conv_value, name="conv2d_direct", attrs=attrs)
 
@@ -221,7 +225,7 @@ def compute(data, packed_w, wl, cfg):
     )
 
 
-def _schedule_pad(sch, block, wl, lanes):
+def schedule_pad(sch, block, wl, lanes):
     """Parallel rows; each row (w, ib) in vectors, those clear of the left / right padding
     partitioned off so that their padding test is per row, not per lane."""
     n, c, h, *row = sch.get_loops(block)
@@ -254,7 +258,7 @@ def _at_tile(sch, block, tile, lanes):
         sch.unroll(loop)
 
 
-def _fuse_epilogue(sch, block, tile, lanes):
+def fuse_tile_epilogue(sch, block, tile, lanes):
     """template.fuse_epilogue, inlining forward: every block after conv2d_direct but the last
     goes into its consumer (conv2d_out is a gather, which reverse inlining can't invert); one
     that can't (the P-lane sum, a reduction) and the last run at the tile."""
@@ -270,14 +274,14 @@ def _fuse_epilogue(sch, block, tile, lanes):
 def schedule(sch, block, wl, cfg, lanes):
     for producer in sch.get_producers(block):  # data_pad, with any packing fused before it
         inline_producers(sch, producer)
-        _schedule_pad(sch, producer, wl, lanes)
+        schedule_pad(sch, producer, wl, lanes)
     n, ocb, oh, ow, j, c, p, ico, kh, kw, icj = sch.get_loops(block)
     owo, owi = sch.split(ow, [None, cfg["tile_ow"]])
     outer = (n, ocb, oh) if cfg["oc_outer"] else (n, oh, ocb)
     vec = sch.fuse(c, p)
     sch.reorder(*outer, owo, ico, kh, kw, icj, owi, j, vec)
     sch.parallel(sch.fuse(*outer))
-    _fuse_epilogue(sch, block, owo, lanes)
+    fuse_tile_epilogue(sch, block, owo, lanes)
     for loop in (icj, owi, j, *([kw] if cfg["unroll_kw"] else [])):
         sch.unroll(loop)
     sch.vectorize(vec)

@@ -26,7 +26,7 @@ from numpy.lib.stride_tricks import sliding_window_view
 from tvm import te, tirx
 
 from . import int8_dot
-from .conv2d_direct import _fuse_epilogue, _pad, _padded_width, _schedule_pad
+from .conv2d_direct import fuse_tile_epilogue, pad_data, padded_width, schedule_pad
 from .space import Knob, Space
 from .template import Template, annotations, inline_producers
 
@@ -115,7 +115,7 @@ def weight_transform(w, wl, cfg):
 
 def compute(data, packed_w, wl, cfg):
     t, v, ib = cfg["tile_oc"], cfg["oc_lanes"], wl.in_block
-    dp = _pad(data, wl, cfg)
+    dp = pad_data(data, wl, cfg)
     icb = te.reduce_axis((0, wl.in_channels // ib), "icb")
     kh = te.reduce_axis((0, wl.kernel_h), "kh")
     kw = te.reduce_axis((0, wl.kernel_w), "kw")
@@ -128,7 +128,7 @@ def compute(data, packed_w, wl, cfg):
         wt = packed_w[ocb, icb, kh, kw, i4, j, c, q].astype("int32")
         return te.sum(x * wt, axis=[icb, kh, kw, i4, q])
 
-    shape = (wl.batch, _ceil(wl.out_channels, t), wl.out_height, _padded_width(wl, cfg), t // v, v)
+    shape = (wl.batch, _ceil(wl.out_channels, t), wl.out_height, padded_width(wl, cfg), t // v, v)
     attrs = annotations("conv2d_int8", wl, cfg)
     conv = te.compute(shape, conv_value, name="conv2d_int8", attrs=attrs)
 
@@ -145,34 +145,21 @@ def schedule(sch, block, wl, cfg, lanes):
             sch.compute_inline(producer)
             continue
         inline_producers(sch, producer)
-        _schedule_pad(sch, producer, wl, lanes)
+        schedule_pad(sch, producer, wl, lanes)
     n, ocb, oh, ow, j, c, icb, kh, kw, i4, q = sch.get_loops(block)
     owo, owi = sch.split(ow, [None, cfg["tile_ow"]])
     outer = (n, ocb, oh) if cfg["oc_outer"] else (n, oh, ocb)
     sch.reorder(*outer, owo, icb, kh, kw, i4, owi, j, c, q)
     sch.parallel(sch.fuse(*outer))
-    _fuse_epilogue(sch, block, owo, lanes)
+    fuse_tile_epilogue(sch, block, owo, lanes)
     for loop in (owi, j):
         sch.unroll(loop)
     init = sch.decompose_reduction(block, icb)
     sch.vectorize(sch.get_loops(init)[-1])
     target = tvm.target.Target.current(allow_none=True)
-    name = int8_dot.intrinsic(wl.dtype, cfg["oc_lanes"], _features(target))
+    name = int8_dot.intrinsic(wl.dtype, cfg["oc_lanes"], int8_dot.target_features(target))
     if name is not None:
         sch.tensorize(c, name)
-
-
-def _features(target) -> frozenset[str]:
-    """LLVM CPU features of `target` (mattr, or what its mcpu has), e.g. avx2, dotprod."""
-    if target is None:
-        return frozenset()
-    feats = {str(f).lstrip("+") for f in (target.attrs.get("mattr") or [])}
-    try:
-        names = tvm.target.codegen.llvm_get_cpu_features(target)
-        feats |= {str(k) for k in names}
-    except Exception:  # noqa: BLE001 - no LLVM features query: mattr alone
-        pass
-    return frozenset(feats)
 
 
 def reference(data, weight, wl):

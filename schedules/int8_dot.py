@@ -18,6 +18,7 @@ tvm.s_tir.tensor_intrin, whose package import also builds every CUDA intrinsic (
 
 from __future__ import annotations
 
+import tvm
 from tvm.s_tir import TensorIntrin
 from tvm.script import tirx as T
 
@@ -101,6 +102,18 @@ _INTRINSICS = {
 }
 for _name, (_dtype, _lanes, _feature, _combine) in _INTRINSICS.items():
     TensorIntrin.register(_name, _desc(_lanes, _dtype), _impl(_lanes, _dtype, _combine))
+
+
+def target_features(target) -> frozenset[str]:
+    """LLVM CPU features of `target`: its mattr, and what its mcpu has (avx2, dotprod, ...)."""
+    if target is None:
+        return frozenset()
+    features = {str(f).lstrip("+") for f in (target.attrs.get("mattr") or [])}
+    try:
+        features |= {str(k) for k in tvm.target.codegen.llvm_get_cpu_features(target)}
+    except Exception:  # noqa: BLE001 - an LLVM that cannot say: mattr alone
+        pass
+    return frozenset(features)
 
 
 def intrinsic(data_dtype: str, lanes: int, features) -> str | None:
