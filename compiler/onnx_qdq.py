@@ -97,9 +97,8 @@ def is_qdq(model: onnx.ModelProto) -> bool:
 
 
 def strip_qdq(model: onnx.ModelProto, source: str) -> tuple[onnx.ModelProto, list[tuple]]:
-    """(the fp32 model, [(weight shape, activation scale, zero point on the int8 scale)]) for
-    every Conv / MatMul / Gemm with a constant weight, in graph order (scale and zero point
-    None where its input was not quantized)."""
+    """(the fp32 model, [(fp32 weight, activation scale, zero point on the int8 scale)]) for
+    every Conv / MatMul / Gemm with a quantized input and a constant weight."""
     graph = model.graph
     inits = {i.name: numpy_helper.to_array(i) for i in graph.initializer}
     for node in graph.node:  # Constant nodes hold weights too (PaddlePaddle exports)
@@ -140,7 +139,8 @@ def strip_qdq(model: onnx.ModelProto, source: str) -> tuple[onnx.ModelProto, lis
             data, weight = node.input[0], node.input[1]
             value = weights.get(weight, inits.get(weight))
             if value is not None:
-                anchors.append((value.shape, *activation.get(data, (None, None))))
+                if data in activation:
+                    anchors.append((value, *activation[data]))
     out = onnx.ModelProto()
     out.CopyFrom(model)
     del out.graph.node[:]
@@ -208,10 +208,11 @@ def _activation(node, inits, source) -> tuple[float, int, float, float]:
 
 
 def qdq_table(prepared_mod, anchors: list[tuple], source: str, digest: str) -> dict:
-    """The quantization table of the stripped model. The import keeps the graph's order, so
-    the k-th anchor of `prepared_mod` (as compiler/quantize.py numbers them) is the k-th conv /
-    matmul of `anchors`; their counts and weight shapes must agree (a Gemm's weight may be
-    transposed; a folded BatchNorm changes values, not shapes)."""
+    """The quantization table of the stripped model: each anchor of `prepared_mod` (as
+    compiler/quantize.py numbers them) gets the parameters of the QDQ conv / matmul whose
+    weight it is. The graph passes may have folded a BatchNorm into it (each output channel
+    scaled) or transposed it (Gemm), so a weight is matched by shape and by rows proportional
+    to the original's; every QDQ anchor must be found once."""
     from tilecc.passes.fake_quantize import anchor_key, is_anchor
 
     from .quantize import TABLE_FORMAT
@@ -222,23 +223,21 @@ def qdq_table(prepared_mod, anchors: list[tuple], source: str, digest: str) -> d
         for binding in block.bindings
         if is_anchor(binding.value)
     ]
-    if len(calls) != len(anchors):
+    activations, unmatched = {}, list(range(len(anchors)))
+    for index, call in enumerate(calls):
+        w = call.args[1].value.numpy()
+        for i in unmatched:
+            weight, scale, zero = anchors[i]
+            if _same_weight(w, weight, call.op.name == "relax.matmul"):
+                activations[anchor_key(call, index)] = {"scale": scale, "zero_point": zero}
+                unmatched.remove(i)
+                break
+    if unmatched:
+        shapes = ", ".join(str(list(anchors[i][0].shape)) for i in unmatched[:5])
         raise InputError(
-            f"{source}: {len(anchors)} conv / matmul with constant weights in the QDQ graph, "
-            f"{len(calls)} after the import; cannot tell which parameters are whose"
+            f"{source}: {len(unmatched)} quantized conv / matmul not found after the import "
+            f"(weights {shapes})"
         )
-    activations = {}
-    for index, (call, (shape, scale, zero)) in enumerate(zip(calls, anchors, strict=True)):
-        got = tuple(int(d) for d in call.args[1].ty.shape)
-        if got not in (tuple(shape), tuple(shape)[::-1]):
-            raise InputError(
-                f"{source}: conv / matmul {index} has weights {list(shape)} in the QDQ graph, "
-                f"{list(got)} after the import"
-            )
-        if scale is not None:
-            activations[anchor_key(call, index)] = {"scale": scale, "zero_point": zero}
-    if not activations:
-        raise InputError(f"{source}: no quantized conv / matmul found after the import")
     return {
         "format": TABLE_FORMAT,
         "model_sha256": digest,
@@ -247,3 +246,18 @@ def qdq_table(prepared_mod, anchors: list[tuple], source: str, digest: str) -> d
         "samples": 0,
         "activations": activations,
     }
+
+
+def _same_weight(got: np.ndarray, original: np.ndarray, matmul: bool) -> bool:
+    """`got` is `original` (a matmul's [k, n] may be the ONNX [n, k] transposed) with each output
+    channel scaled by one factor (a folded BatchNorm), to float32 rounding."""
+    if matmul and got.shape != original.shape and got.shape == original.T.shape:
+        original = original.T
+    if got.shape != original.shape:
+        return False
+    axis = 1 if matmul else 0  # output channels: conv OIHW rows, matmul [k, n] columns
+    g = np.moveaxis(got, axis, 0).reshape(got.shape[axis], -1).astype(np.float64)
+    o = np.moveaxis(original, axis, 0).reshape(got.shape[axis], -1).astype(np.float64)
+    factor = (g * o).sum(axis=1) / np.maximum((o * o).sum(axis=1), 1e-30)
+    error = np.abs(g - factor[:, None] * o).max(initial=0.0)
+    return bool(error <= 1e-5 * max(np.abs(g).max(initial=0.0), 1e-30))
