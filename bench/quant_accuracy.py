@@ -273,12 +273,12 @@ def int8_coverage(path: Path, shape: list[int]) -> str:
     counted on the pipeline quantize-int8 runs after, with the pass's own rule."""
     from tilecc.compiler.build import optimize
     from tilecc.passes.fake_quantize import is_anchor
-    from tilecc.passes.quantize_int8 import _supported  # the pass's own test, not a copy
+    from tilecc.passes.quantize_int8 import supported  # the pass's own test, not a copy
 
     mod = optimize(api.import_model(path, {"x": shape}), get_target("x86"))
     calls = [b.value for block in mod["main"].body.blocks for b in block.bindings]
     anchors = [c for c in calls if is_anchor(c)]
-    int8 = sum(c.op.name == "relax.nn.conv2d" and _supported(c) for c in anchors)
+    int8 = sum(c.op.name == "relax.nn.conv2d" and supported(c) for c in anchors)
     return f"{int8} of {len(anchors)}"
 
 

@@ -15,7 +15,7 @@ from pathlib import Path
 import numpy as np
 
 from .errors import InputError
-from .sample_inputs import _DET_MEAN, _DET_STD  # PP-OCR det's own normalization
+from .sample_inputs import DET_MEAN, DET_STD  # PP-OCR det's own normalization
 
 DET_THRESHOLD = 0.3  # PP-OCR's thresh: a pixel is text above it
 BOX_THRESHOLD = 0.6  # PP-OCR's box_thresh: mean probability over a kept component
@@ -26,7 +26,7 @@ REC_HEIGHT = 48  # PP-OCRv4 rec's input height; its width is free
 
 def det_input(canvas: np.ndarray) -> np.ndarray:
     """RGB uint8 (H, W, 3) -> det's NCHW float32: ImageNet mean / std on [0, 1] values."""
-    image = (canvas.astype(np.float32) / 255.0 - _DET_MEAN) / _DET_STD
+    image = (canvas.astype(np.float32) / 255.0 - DET_MEAN) / DET_STD
     return np.ascontiguousarray(image.transpose(2, 0, 1)[None], dtype=np.float32)
 
 

@@ -19,8 +19,8 @@ _LINES = [
     "ahead-of-time .so",
 ]
 # PP-OCR det normalizes with ImageNet statistics; cls and rec map [0, 255] to [-1, 1].
-_DET_MEAN = np.array([0.485, 0.456, 0.406], np.float32)
-_DET_STD = np.array([0.229, 0.224, 0.225], np.float32)
+DET_MEAN = np.array([0.485, 0.456, 0.406], np.float32)
+DET_STD = np.array([0.229, 0.224, 0.225], np.float32)
 
 
 def _font(size: int):
@@ -63,7 +63,7 @@ def ppocr_input(kind: str, shape: tuple[int, ...], seed: int = 0) -> np.ndarray:
         raise ValueError(f"PP-OCR inputs have 3 channels, got shape {shape}")
     if kind == "det":
         image = text_image(height, width, seed=seed).astype(np.float32) / 255.0
-        image = (image - _DET_MEAN) / _DET_STD
+        image = (image - DET_MEAN) / DET_STD
     elif kind in ("cls", "rec"):
         image = text_line(height, width).astype(np.float32) / 127.5 - 1.0
     else:

@@ -82,7 +82,7 @@ class _QuantizeInt8(relax.PyExprMutator):
         key = anchor_key(original, self.count)
         self.count += 1
         params = self.opts.activations.get(key)
-        if params is None or original.op.name != "relax.nn.conv2d" or not _supported(original):
+        if params is None or original.op.name != "relax.nn.conv2d" or not supported(original):
             return call
         return self._int8_conv(call, original.args[0], params)
 
@@ -125,7 +125,7 @@ class _QuantizeInt8(relax.PyExprMutator):
         return relax.op.multiply(self.builder_.emit(real), rescale)
 
 
-def _supported(call) -> bool:
+def supported(call) -> bool:
     """Plain or blocked NCHW in and out, OIHW-family weights, and input channels in contiguous
     groups of 4 (NCHW[4k]c); depthwise convs reduce no channels and take any block."""
     attrs = call.attrs
