@@ -11,8 +11,24 @@ import json
 from dataclasses import asdict, dataclass
 
 
+class _Dtypes:
+    """The weight and output dtypes that follow from a workload's data `dtype`."""
+
+    dtype: str
+
+    @property
+    def weight_dtype(self) -> str:
+        """fp32 weights for fp32 data; int8 weights for 8-bit (uint8 / int8) data."""
+        return "float32" if self.dtype == "float32" else "int8"
+
+    @property
+    def out_dtype(self) -> str:
+        """fp32 out of fp32; int32 accumulators out of 8-bit data."""
+        return "float32" if self.dtype == "float32" else "int32"
+
+
 @dataclass(frozen=True)
-class Conv2dWorkload:
+class Conv2dWorkload(_Dtypes):
     """conv2d over data in NCHW[in_block]c, weights OIHW, output NCHW[out_block]c.
 
     in_block / out_block are the graph's layouts (1 = plain NCHW); a template may compute in
@@ -40,14 +56,6 @@ class Conv2dWorkload:
     dtype: str = "float32"
 
     op = "conv2d"
-
-    @property
-    def weight_dtype(self) -> str:
-        return _weight_dtype(self.dtype)
-
-    @property
-    def out_dtype(self) -> str:
-        return _out_dtype(self.dtype)
 
     @property
     def out_height(self) -> int:
@@ -91,7 +99,7 @@ class Conv2dWorkload:
 
 
 @dataclass(frozen=True)
-class DenseWorkload:
+class DenseWorkload(_Dtypes):
     """out[m, n] = sum_k data[m, k] * weight[n, k] (ONNX MatMul / Gemm with constant weight)."""
 
     m: int
@@ -100,14 +108,6 @@ class DenseWorkload:
     dtype: str = "float32"
 
     op = "dense"
-
-    @property
-    def weight_dtype(self) -> str:
-        return _weight_dtype(self.dtype)
-
-    @property
-    def out_dtype(self) -> str:
-        return _out_dtype(self.dtype)
 
     def data_shape(self) -> tuple[int, ...]:
         return (self.m, self.k)
@@ -134,16 +134,6 @@ WORKLOADS = {cls.op: cls for cls in (Conv2dWorkload, DenseWorkload)}
 def workload_from_key(text: str):
     fields = json.loads(text)
     return WORKLOADS[fields.pop("op")](**fields)
-
-
-def _weight_dtype(data_dtype: str) -> str:
-    """fp32 weights for fp32 data; int8 weights for 8-bit (uint8 / int8) data."""
-    return "float32" if data_dtype == "float32" else "int8"
-
-
-def _out_dtype(data_dtype: str) -> str:
-    """fp32 out of fp32; int32 accumulators out of 8-bit data."""
-    return "float32" if data_dtype == "float32" else "int32"
 
 
 def _blocked(n, c, h, w, block):
