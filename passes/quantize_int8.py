@@ -17,7 +17,8 @@ from .registry import register_pass
 
 _BLOCKED = re.compile(r"^NCHW(\d+)c$")
 _KERNEL = re.compile(r"^OIHW(?:(\d+)i)?(\d+)o$")
-_DATA = {"uint8": (0, 255, 128), "int8": (-128, 127, 0)}  # (qmin, qmax, shift of the int8 zp)
+# the table's zero points are on the int8 scale; uint8 data shifts them by 128
+_ZERO_SHIFT = {"uint8": 128, "int8": 0}
 
 
 @register_pass("quantize-int8", scope="function")
@@ -52,8 +53,10 @@ class QuantizeInt8:
         weight_max: int = 127,
         per_channel: bool = True,
     ):
-        if data_dtype not in _DATA:
-            raise PassOptionError("quantize-int8", "data-dtype", data_dtype, known=sorted(_DATA))
+        if data_dtype not in _ZERO_SHIFT:
+            raise PassOptionError(
+                "quantize-int8", "data-dtype", data_dtype, known=sorted(_ZERO_SHIFT)
+            )
         if not 1 <= weight_max <= 127:
             raise PassOptionError("quantize-int8", "weight-max", weight_max)
         try:
@@ -88,8 +91,7 @@ class _QuantizeInt8(relax.PyExprMutator):
 
     def _int8_conv(self, call, x, params):
         attrs, opts = call.attrs, self.opts
-        qmin, qmax, shift = _DATA[opts.data_dtype]
-        zero = int(params["zero_point"]) + shift
+        zero = int(params["zero_point"]) + _ZERO_SHIFT[opts.data_dtype]
         scale = float(params["scale"])
         if x not in self.quantized:
             self.quantized[x] = self.builder_.emit(
