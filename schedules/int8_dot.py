@@ -79,14 +79,15 @@ def _pmadd(bits: int, lanes: int):
     return combine
 
 
+# LLVM 21 retyped vpdpbusd's byte operands from <16 x i32> to <64 x i8>
+_VNNI_TAKES_BYTES = tvm.target.codegen.llvm_version_major() >= 21
+
+
 def _vnni(acc, data, weights):
-    return _llvm(
-        "llvm.x86.avx512.vpdpbusd.512",
-        "int32x16",
-        acc,
-        T.reinterpret(data, dtype="int32x16"),
-        T.reinterpret(weights, dtype="int32x16"),
-    )
+    if not _VNNI_TAKES_BYTES:
+        data = T.reinterpret(data, dtype="int32x16")
+        weights = T.reinterpret(weights, dtype="int32x16")
+    return _llvm("llvm.x86.avx512.vpdpbusd.512", "int32x16", acc, data, weights)
 
 
 def _sdot(acc, data, weights):
