@@ -108,14 +108,16 @@ def quantize_model(
     per_channel: bool = True,
     input_shapes: dict[str, list[int]] | None = None,
     progress=print,
+    bias_correction: bool = True,
 ) -> Path:
     """Calibrate `model` on the `.npz` samples in `calib` and write its quantization table."""
     check_writable(output)
     imported = import_onnx(model, input_shapes)
     samples = load_samples(calib, imported)
     table = calibrate(
-        imported, samples, method, percentile, symmetric_activations, progress, per_channel
-    )
+        imported, samples, method, percentile, symmetric_activations, progress, per_channel,
+        bias_correction,
+    )  # fmt: skip
     save_table(table, Path(output))
     return Path(output)
 

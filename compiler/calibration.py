@@ -7,8 +7,13 @@ TensorRT do:
   kl          TensorRT's entropy calibration: the threshold T on |x| whose 128-level
               quantization of the histogram of |x| below T (everything above T folded into the
               last bin) is closest to it in KL divergence.
-Observers see the calibration data in two passes: the first finds each tensor's range, the
-second fills histograms with fixed edges over it, so every batch adds into the same bins.
+Observers see the calibration data in two passes: the first finds each tensor's range (and
+its mean per channel), the second fills histograms with fixed edges over it, so every batch
+adds into the same bins.
+
+Bias correction (Nagel et al., "Data-Free Quantization", 2019): rounding a weight W to Wq
+shifts each output channel's mean by E[(Wq - W) x]; from the calibrated mean of x per input
+channel that shift is known and is subtracted from the op's output (`bias_shift`).
 """
 
 from __future__ import annotations
@@ -33,6 +38,26 @@ class RangeObserver:
         if x.size:
             self.low = min(self.low, float(x.min()))
             self.high = max(self.high, float(x.max()))
+
+
+class ChannelMeanObserver:
+    """Running mean of a tensor per channel (`axis`: 1 for a conv's NCHW input, -1 for a
+    matmul's [..., K] input)."""
+
+    def __init__(self, axis: int):
+        self.axis = axis
+        self.total: np.ndarray | None = None
+        self.count = 0
+
+    def observe(self, x: np.ndarray) -> None:
+        x = np.moveaxis(np.asarray(x, np.float64), self.axis, -1)
+        x = x.reshape(-1, x.shape[-1])
+        self.total = x.sum(axis=0) if self.total is None else self.total + x.sum(axis=0)
+        self.count += x.shape[0]
+
+    @property
+    def mean(self) -> np.ndarray:
+        return self.total / max(self.count, 1)
 
 
 class HistogramObserver:
@@ -164,3 +189,18 @@ def quantize_weight(
     shape[axis] = -1
     s = scales.reshape(shape) if scales.size > 1 else scales.reshape(())
     return np.clip(np.round(weight / s), -qmax, qmax).astype(np.int8)
+
+
+def bias_shift(
+    weight: np.ndarray, rounded: np.ndarray, mean: np.ndarray, kind: str, groups: int = 1
+) -> np.ndarray:
+    """E[(rounded - weight) x] per output channel: how far rounding the weights moves an op's
+    output on average, for input x with per-channel `mean`. `kind` "conv2d": OIHW weights
+    (`groups` groups; padding's zeros ignored); "matmul": [K, N] weights."""
+    delta = np.asarray(rounded, np.float64) - np.asarray(weight, np.float64)
+    mean = np.asarray(mean, np.float64)
+    if kind == "matmul":
+        return mean @ delta
+    out, per_group = delta.shape[:2]
+    taps = delta.sum(axis=(2, 3)).reshape(groups, out // groups, per_group)
+    return np.einsum("goi,gi->go", taps, mean.reshape(groups, per_group)).reshape(out)

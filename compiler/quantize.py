@@ -3,9 +3,11 @@
 The model is imported and put through the graph passes that do not change layout
 (`QUANT_PIPELINE`); every conv2d / matmul activation input is then added to `main`'s outputs,
 the module is compiled by tilecc for this host, and the calibration samples run through it
-twice: once for ranges, once for histograms over those ranges (percentile, kl). The table gives
-each conv2d / matmul (`conv2d:<k>`, the k-th in binding order, stable for the same model and
-pipeline) the int8 parameters of its activation input; `passes/fake_quantize.py` reads it.
+twice: once for ranges (and per-channel means), once for histograms over those ranges
+(percentile, kl). The table gives each conv2d / matmul (`conv2d:<k>`, the k-th in binding
+order, stable for the same model and pipeline) the int8 parameters of its activation input and,
+with bias correction, the input's mean per channel; `passes/fake_quantize.py` and
+`passes/quantize_int8.py` read it.
 """
 
 from __future__ import annotations
@@ -24,6 +26,7 @@ from tilecc.targets import get_target
 from .build import bind_params, template_plan
 from .calibration import (
     METHODS,
+    ChannelMeanObserver,
     HistogramObserver,
     RangeObserver,
     activation_qparams,
@@ -98,8 +101,10 @@ def calibrate(
     symmetric: bool = False,
     progress: Callable[[str], None] = print,
     per_channel: bool = True,
+    bias_correction: bool = True,
 ) -> dict:
-    """The quantization table of `imported` over `samples` (dicts keyed by input name)."""
+    """The quantization table of `imported` over `samples` (dicts keyed by input name); with
+    `bias_correction`, each entry also holds its input's mean per channel (`channel_mean`)."""
     if method not in METHODS:
         raise InputError(f"unknown calibration method '{method}' (one of: {', '.join(METHODS)})")
     if not samples:
@@ -125,9 +130,13 @@ def calibrate(
         return out[own:]
 
     ranges = [RangeObserver() for _ in unique]
+    kind = {var: key.split(":")[0] for key, var in reversed(points)}  # first consumer's kind
+    means = [ChannelMeanObserver(1 if kind[var] == "conv2d" else -1) for var in unique]
     for i, sample in enumerate(samples):
-        for r, value in zip(ranges, observed(sample), strict=True):
+        for r, m, value in zip(ranges, means, observed(sample), strict=True):
             r.observe(value)
+            if bias_correction:
+                m.observe(value)
         progress(f"calibrating ({method}): ranges {i + 1}/{len(samples)}")
     hists = None
     if method != "minmax":
@@ -151,6 +160,8 @@ def calibrate(
             "observed": [r.low, r.high],
             "range": [low, high],
         }
+        if bias_correction:
+            by_value[var]["channel_mean"] = means[k].mean.tolist()
     activations = {key: by_value[var] for key, var in points}
     return {
         "format": TABLE_FORMAT,
@@ -159,6 +170,7 @@ def calibrate(
         "percentile": percentile if method == "percentile" else None,
         "symmetric_activations": symmetric,
         "per_channel_weights": per_channel,
+        "bias_correction": bias_correction,
         "samples": len(samples),
         "activations": activations,
     }

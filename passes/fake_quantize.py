@@ -10,7 +10,7 @@ import numpy as np
 import tvm
 from tvm import relax
 
-from tilecc.compiler.calibration import quantize_weight, weight_scales
+from tilecc.compiler.calibration import bias_shift, quantize_weight, weight_scales
 from tilecc.compiler.errors import PassOptionError
 
 from .registry import register_pass
@@ -23,18 +23,27 @@ class FakeQuantize:
     """Simulate int8 inference in fp32: the activation input of each conv2d / matmul the
     quantization table (`tilecc quantize`) names (`<op>:<k>`, the k-th such op) becomes
     dequantize(quantize(x)) with the table's scale and zero point, and each constant weight is
-    replaced by its int8 per-channel (symmetric) rounding times its scale. The int8 accuracy
-    preview before deploying.
+    replaced by its int8 per-channel (symmetric) rounding times its scale. Where the table
+    holds the input's per-channel mean, the mean shift the rounding causes is subtracted from
+    the output (bias correction). The int8 accuracy preview before deploying.
     Options: table (path of the JSON table), per-channel (weights per output channel, default
     true; false: one scale per tensor), weight-max (weights rounded to [-weight-max,
-    weight-max]: 127, or 63 where the target's int8 kernels take 7-bit weights).
-    Example (x calibrated to scale s, zero point z):
+    weight-max]: 127, or 63 where the target's int8 kernels take 7-bit weights),
+    bias-correction (default true; applies where the table has `channel_mean`).
+    Example (x calibrated to scale s, zero point z, mean m):
         before:  y = R.nn.conv2d(x, W)
-        after:   q = R.quantize(x, s, z); x2 = R.dequantize(q, s, z); y = R.nn.conv2d(x2, W8)
+        after:   q = R.quantize(x, s, z); x2 = R.dequantize(q, s, z)
+                 y = R.subtract(R.nn.conv2d(x2, W8), shift)  # shift = E[(W8 - W) x] from m
     Leaves alone: inputs the table does not name, weights computed at run time.
     """
 
-    def __init__(self, table: str = "", per_channel: bool = True, weight_max: int = 127):
+    def __init__(
+        self,
+        table: str = "",
+        per_channel: bool = True,
+        weight_max: int = 127,
+        bias_correction: bool = True,
+    ):
         if not table:
             raise PassOptionError("fake-quantize", "table", table)
         try:
@@ -45,9 +54,10 @@ class FakeQuantize:
         if not 1 <= weight_max <= 127:
             raise PassOptionError("fake-quantize", "weight-max", weight_max)
         self.per_channel, self.weight_max = per_channel, weight_max
+        self.bias_correction = bias_correction
 
     def transform_function(self, func, mod, ctx):
-        return _FakeQuantize(self.activations, self.per_channel, self.weight_max).visit_expr(func)
+        return _FakeQuantize(self).visit_expr(func)
 
 
 def is_anchor(call) -> bool:
@@ -67,10 +77,11 @@ def anchor_key(call: relax.Call, index: int) -> str:
 
 @relax.expr_functor.mutator
 class _FakeQuantize(relax.PyExprMutator):
-    def __init__(self, activations, per_channel, weight_max):
+    def __init__(self, opts: FakeQuantize):
         super().__init__()
-        self.activations = activations
-        self.per_channel, self.weight_max = per_channel, weight_max
+        self.activations = opts.activations
+        self.per_channel, self.weight_max = opts.per_channel, opts.weight_max
+        self.bias_correction = opts.bias_correction
         self.count = 0  # conv2d / matmul with constant weights seen so far: the table's key
         self.done: dict = {}  # activation -> its dequantized value (emitted once)
 
@@ -98,4 +109,24 @@ class _FakeQuantize(relax.PyExprMutator):
         shape[axis] = -1
         w8 = quantize_weight(w, scales, axis, self.weight_max).astype(np.float32)
         fake = (w8 * (scales.reshape(shape) if scales.size > 1 else scales[0])).astype(np.float32)
-        return relax.Call(call.op, [self.done[x], relax.const(fake)], call.attrs, call.ty_args)
+        out = relax.Call(call.op, [self.done[x], relax.const(fake)], call.attrs, call.ty_args)
+        shift = self._shift(original, w, fake, params.get("channel_mean"))
+        if shift is None:
+            return out
+        return relax.op.subtract(self.builder_.emit(out), relax.const(shift))
+
+    def _shift(self, call, weight, fake, mean):
+        """The bias correction of `call` shaped to broadcast against its output, or None."""
+        if not self.bias_correction or mean is None:
+            return None
+        if call.op.name == "relax.matmul":
+            if weight.ndim != 2:
+                return None
+            return bias_shift(weight, fake, mean, "matmul").astype(np.float32)
+        attrs = call.attrs
+        if (str(attrs.data_layout), str(attrs.out_layout), str(attrs.kernel_layout)) != (
+            "NCHW", "NCHW", "OIHW"
+        ):  # fmt: skip
+            return None
+        shift = bias_shift(weight, fake, mean, "conv2d", int(call.attrs.groups))
+        return shift.astype(np.float32).reshape(1, -1, 1, 1)

@@ -9,7 +9,7 @@ from pathlib import Path
 import numpy as np
 from tvm import relax
 
-from tilecc.compiler.calibration import quantize_weight, weight_scales
+from tilecc.compiler.calibration import bias_shift, quantize_weight, weight_scales
 from tilecc.compiler.errors import PassOptionError
 
 from .fake_quantize import anchor_key, is_anchor
@@ -28,13 +28,15 @@ class QuantizeInt8:
     (so padding is still 0.0; a conv pads with zeros itself when z is 0, as after a ReLU on
     uint8 data), convolved with the weights rounded per output channel to
     [-weight-max, weight-max] (scale sw[o]) into int32, then requantized to fp32 as
-    (acc - z * sum(Wq[o])) * s * sw[o]. Bias, activation and the next layer's quantize stay
-    separate ops, which FuseOps puts in the int8 kernel's epilogue.
+    (acc - z * sum(Wq[o])) * s * sw[o], less the bias correction where the table holds the
+    input's per-channel mean (the mean shift E[(Wq * sw - W) x], as fake-quantize subtracts).
+    Bias, activation and the next layer's quantize stay separate ops, which FuseOps puts in the
+    int8 kernel's epilogue.
     Runs after layout conversion: the table's keys (`conv2d:<k>`, the k-th conv2d / matmul
     with constant weights) count anchors the same way as the pipeline it was calibrated on.
     Options: table (path of the JSON table), data-dtype (uint8 for x86's vpmaddubsw, int8 for
     aarch64's sdot), weight-max (63 where vpmaddubsw would saturate, else 127), per-channel
-    (default true).
+    (default true), bias-correction (default true).
     Example (x calibrated to s, z; NCHW8c, uint8):
         before:  y = R.nn.conv2d(x, W, padding=[1, 1, 1, 1], data_layout="NCHW8c", ...)
         after:   q = R.quantize(x, s, z + 128, out_dtype="uint8")
@@ -52,6 +54,7 @@ class QuantizeInt8:
         data_dtype: str = "uint8",
         weight_max: int = 127,
         per_channel: bool = True,
+        bias_correction: bool = True,
     ):
         if data_dtype not in _ZERO_SHIFT:
             raise PassOptionError(
@@ -64,6 +67,7 @@ class QuantizeInt8:
         except (OSError, ValueError, KeyError, TypeError) as exc:
             raise PassOptionError("quantize-int8", "table", f"{table} ({exc})") from exc
         self.data_dtype, self.weight_max, self.per_channel = data_dtype, weight_max, per_channel
+        self.bias_correction = bias_correction
 
     def transform_function(self, func, mod, ctx):
         return _QuantizeInt8(self).visit_expr(func)
@@ -124,7 +128,13 @@ class _QuantizeInt8(relax.PyExprMutator):
         shifted = relax.op.subtract(acc, _per_channel(correction.astype(np.int32), layout))
         real = relax.op.astype(self.builder_.emit(shifted), "float32")
         rescale = _per_channel((scale * scales).astype(np.float32), layout)
-        return relax.op.multiply(self.builder_.emit(real), rescale)
+        out = relax.op.multiply(self.builder_.emit(real), rescale)
+        mean = params.get("channel_mean")
+        if not opts.bias_correction or mean is None:
+            return out
+        rounded = wq * scales.reshape(-1, 1, 1, 1)
+        shift = bias_shift(weight, rounded, mean, "conv2d", int(attrs.groups))
+        return relax.op.subtract(self.builder_.emit(out), _per_channel(shift.astype("f4"), layout))
 
 
 def supported(call) -> bool:

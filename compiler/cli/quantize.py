@@ -33,6 +33,13 @@ def add_parser(sub) -> None:
         default=True,
         help="weight scales per output channel (default) or one per tensor",
     )
+    parser.add_argument(
+        "--bias-correction",
+        action=argparse.BooleanOptionalAction,
+        default=True,
+        help="record each op input's per-channel mean, so int8 builds subtract the mean shift "
+        "that rounding the weights causes (default: on)",
+    )
     add_input_shapes_arg(parser)
     parser.add_argument("-o", "--output", required=True, metavar="TABLE.json")
     parser.set_defaults(drive=drive_quantize)
@@ -49,6 +56,7 @@ def drive_quantize(args) -> int:
         args.per_channel,
         input_shapes(args),
         progress=progress,
+        bias_correction=args.bias_correction,
     )
     progress(f"wrote {out}")
     return 0

@@ -6,10 +6,12 @@ import pytest
 from scipy.stats import entropy
 
 from tilecc.compiler.calibration import (
+    ChannelMeanObserver,
     HistogramObserver,
     QParams,
     RangeObserver,
     activation_qparams,
+    bias_shift,
     kl_threshold,
     percentile_range,
     quantize_weight,
@@ -130,3 +132,38 @@ def test_kl_clips_far_outliers_and_keeps_a_uniform_range():
     uniform = RNG.uniform(0, 1, 200_000)
     hist = np.histogram(uniform, 2048, (0, 1.0))[0]
     assert kl_threshold(hist, 1.0) > 0.9
+
+
+def test_channel_means_add_up_over_batches():
+    a, b = RNG.standard_normal((1, 3, 4, 5)), RNG.standard_normal((2, 3, 2, 2)) + 1.0
+    conv = ChannelMeanObserver(1)
+    conv.observe(a)
+    conv.observe(b)
+    flat = np.concatenate([np.moveaxis(t, 1, -1).reshape(-1, 3) for t in (a, b)])
+    np.testing.assert_allclose(conv.mean, flat.mean(axis=0))
+    rows = ChannelMeanObserver(-1)
+    rows.observe(a.reshape(6, 10))
+    np.testing.assert_allclose(rows.mean, a.reshape(6, 10).mean(axis=0))
+
+
+def test_matmul_bias_shift_is_the_mean_output_change_of_the_rounded_weights():
+    x = RNG.standard_normal((50, 8)) + RNG.uniform(-3, 3, 8)  # channels off zero
+    w = RNG.standard_normal((8, 6))
+    rounded = quantize_weight(w, weight_scales(w, True, 1, 7), 1, 7) * weight_scales(w, True, 1, 7)
+    shift = bias_shift(w, rounded, x.mean(axis=0), "matmul")
+    np.testing.assert_allclose(shift, (x @ rounded - x @ w).mean(axis=0), atol=1e-12)
+
+
+def test_grouped_conv_bias_shift_matches_a_loop_over_taps():
+    groups, out, per = 2, 6, 3  # 6 input channels in 2 groups, 3 outputs per group
+    w = RNG.standard_normal((out, per, 3, 3))
+    rounded = np.round(w * 4) / 4
+    mean = RNG.uniform(-2, 2, groups * per)
+    want = np.zeros(out)
+    for o in range(out):
+        g = o // (out // groups)
+        for i in range(per):
+            for kh in range(3):
+                for kw in range(3):
+                    want[o] += (rounded[o, i, kh, kw] - w[o, i, kh, kw]) * mean[g * per + i]
+    np.testing.assert_allclose(bias_shift(w, rounded, mean, "conv2d", groups), want)

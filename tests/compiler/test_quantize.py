@@ -26,10 +26,21 @@ from tilecc.compiler.quantize import (
     save_table,
 )
 from tilecc.compiler.reference import ort_run
-from tilecc.compiler.sample_inputs import ppocr_input
+from tilecc.compiler.sample_inputs import ppocr_input, text_line
 from tilecc.targets import get_target
 
 SHAPE = (1, 3, 48, 192)
+
+
+def cls_calibration_samples() -> list[dict[str, np.ndarray]]:
+    """What cls classifies: text lines, upright and turned 180 degrees (the first is the
+    upright line of ppocr_input)."""
+    samples = []
+    for text in ("tilecc 0.1: ONNX to phones", "int8 calibration data", "Relax TIR 0.27"):
+        line = text_line(*SHAPE[2:], text).astype(np.float32) / 127.5 - 1.0
+        upright = np.ascontiguousarray(line.transpose(2, 0, 1)[None])
+        samples += [{"x": upright}, {"x": np.ascontiguousarray(upright[..., ::-1, ::-1])}]
+    return samples
 
 
 @pytest.fixture(scope="module")
@@ -46,6 +57,10 @@ def test_minmax_table_covers_every_conv_and_matmul_and_fake_quant_keeps_the_answ
     assert len(points) == 54 and [k for k, _ in points] == list(table["activations"])
     first = table["activations"]["conv2d:0"]
     assert first["observed"] == pytest.approx([-1.0, 1.0], abs=0.07)  # the normalized image
+    assert first["channel_mean"] == pytest.approx([0.0] * 3, abs=1e-6)  # x and -x: mean 0
+    for (key, var), entry in zip(points, table["activations"].values(), strict=True):
+        channels = var.ty.shape[1 if key.startswith("conv2d") else -1]
+        assert len(entry["channel_mean"]) == int(channels)  # for bias correction
     path = tmp_path / "table.json"
     save_table(table, path)
 
@@ -91,10 +106,13 @@ def test_cli_quantize_then_run_the_fake_quant_preview(cli, tmp_path):
     model = model_path("ppocr-cls")
     shapes = ("--input-shapes", "x:[1,3,48,192]")
     code, _, err = cli(
-        "quantize", model, *shapes, "--calib", calib, "--method", "minmax", "-o", table
-    )
+        "quantize", model, *shapes, "--calib", calib, "--method", "minmax", "-o", table,
+        "--no-bias-correction",
+    )  # fmt: skip
     assert code == 0, err
     assert "calibrating (minmax): ranges 2/2" in err and table.is_file()
+    entries = json.loads(table.read_text())["activations"].values()
+    assert not any("channel_mean" in e for e in entries)
     np.savez(tmp_path / "in.npz", x=ppocr_input("cls", SHAPE))
     code, out, err = cli(
         "run", model, *shapes, "--fake-quant", table, "--inputs", tmp_path / "in.npz",
@@ -121,7 +139,7 @@ def test_cli_quantize_refuses_bad_input_and_writes_nothing(cli, tmp_path):
 
 @pytest.fixture(scope="module")
 def cls_table(cls, tmp_path_factory):
-    samples = [{"x": ppocr_input("cls", SHAPE)}, {"x": -ppocr_input("cls", SHAPE)}]
+    samples = cls_calibration_samples()
     path = tmp_path_factory.mktemp("table") / "cls.json"
     save_table(calibrate(cls, samples, "minmax", progress=lambda _: None), path)
     return path

@@ -111,3 +111,27 @@ def _conv(x, w, pad):
             patch = xp[:, :, i : i + out.shape[2], j : j + out.shape[3]]
             out += np.einsum("nchw,oc->nohw", patch, w[:, :, i, j])
     return out.astype(np.float32)
+
+
+def test_bias_correction_removes_the_mean_shift_of_rounded_weights(tmp_path):
+    """x's channels sit far from 0, so the rounded weights move the 1x1 conv's (conv2d:1)
+    output mean; with the channel means of its (fake-quantized) input in the table the shift is
+    subtracted: the output's mean per channel is that input's through the exact weights."""
+    x = (RNG.standard_normal((1, 3, 6, 6)) + np.array([4.0, -3.0, 2.5])[:, None, None]).astype(
+        "float32"
+    )
+    qp = QParams(0.04, 0)
+    xq = qp.dequantize(qp.quantize(x))
+    entry = {"scale": qp.scale, "zero_point": qp.zero_point}
+    with_mean = dict(entry, channel_mean=xq.mean(axis=(0, 2, 3)).tolist())
+    plain = FakeQuantize(table(tmp_path, {"conv2d:1": entry}))(module())
+    corrected = FakeQuantize(table(tmp_path, {"conv2d:1": with_mean}))(module())
+    off = FakeQuantize(table(tmp_path, {"conv2d:1": with_mean}), bias_correction=False)(module())
+    assert ops(corrected).count("relax.subtract") == 1
+    tvm.ir.assert_structural_equal(off, plain)
+    conv_a = _conv(x, W1, pad=1)  # conv2d:0 is not in the table
+    exact = _conv(xq, W2, pad=0)
+    drift_plain = (run(plain, x) - conv_a - exact).mean(axis=(0, 2, 3))
+    drift_corrected = (run(corrected, x) - conv_a - exact).mean(axis=(0, 2, 3))
+    assert np.abs(drift_plain).max() > 1e-3  # rounding W2 moved the means ...
+    np.testing.assert_allclose(drift_corrected, 0, atol=2e-5)  # ... and the shift undoes it

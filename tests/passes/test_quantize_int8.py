@@ -11,7 +11,7 @@ from tvm.script import ir as I
 from tvm.script import relax as R
 
 from tilecc.compiler.build import template_plan
-from tilecc.compiler.calibration import quantize_weight, weight_scales
+from tilecc.compiler.calibration import bias_shift, quantize_weight, weight_scales
 from tilecc.compiler.errors import PassOptionError
 from tilecc.compiler.pipeline import relax_pipeline
 from tilecc.passes.quantize_int8 import QuantizeInt8
@@ -213,3 +213,36 @@ def test_zero_point_zero_keeps_the_convs_own_padding(tmp_path):
     (got,) = run(after, x)
     expected = int8_conv(unblock(x), oihw(W_CONV), relu_range, "uint8", 63)
     np.testing.assert_allclose(unblock(got), expected, rtol=1e-5, atol=1e-5)
+
+
+def rounded(w, weight_max):
+    scales = weight_scales(w, True, 0, weight_max)
+    return quantize_weight(w, scales, 0, weight_max) * scales[:, None, None, None]
+
+
+def test_bias_correction_subtracts_the_tables_mean_shift(tmp_path):
+    """With the inputs' channel means in the table each int8 conv's output is the integer
+    result less E[(Wq * sw - W) x] per channel, as fake-quantize subtracts it."""
+    mean_x = RNG.uniform(-1, 1, 16)
+    mean_a = RNG.uniform(-1, 1, 16)
+    entries = {
+        "conv2d:1": dict(A_PARAMS, channel_mean=mean_x.tolist()),
+        "conv2d:2": dict(B_PARAMS, channel_mean=mean_a.tolist()),
+    }
+    after = QuantizeInt8(table(tmp_path, entries), weight_max=63)(module())
+    relax.analysis.well_formed(after)
+    off = QuantizeInt8(table(tmp_path, entries), weight_max=63, bias_correction=False)(module())
+    assert [c.op.name for c in calls(after)].count("relax.subtract") == 4  # 2 zero points + 2
+    assert [c.op.name for c in calls(off)].count("relax.subtract") == 2
+
+    x = RNG.uniform(-3.0, 4.0, (1, 2, 6, 7, 8)).astype("float32")
+    img = RNG.uniform(-1, 1, (1, 3, 6, 7)).astype("float32")
+    v = RNG.uniform(-1, 1, (3, 16)).astype("float32")
+    _, b, _ = run(after, x, img, v)
+    wc, ww = oihw(W_CONV), oihw(W_DW)
+    shift_a = bias_shift(wc, rounded(wc, 63), mean_x, "conv2d")
+    a = int8_conv(unblock(x), wc, A_PARAMS, "uint8", 63) - shift_a[None, :, None, None]
+    shift_b = bias_shift(ww, rounded(ww, 63), mean_a, "conv2d", groups=16)
+    expected = int8_conv(a.astype(np.float32), ww, B_PARAMS, "uint8", 63, groups=16)
+    expected -= shift_b[None, :, None, None]
+    np.testing.assert_allclose(unblock(b), expected, rtol=1e-5, atol=1e-5)
