@@ -6,13 +6,16 @@ bytes, C[i] += sum_k A[k] * B[i, k] (A: 4 data bytes, B: [lanes, 4] int8, C: [la
 An instruction or two does that on each ISA:
 
     x86 AVX2      vpmaddubsw (u8 x s8, pairs summed to s16) + vpmaddwd by 1 (to s32): 8 lanes
-    x86 AVX-512   the same on zmm, or vpdpbusd with VNNI (one instruction): 16 lanes
+    x86 AVX-512   the same on zmm: 16 lanes
+    x86 VNNI      vpdpbusd (one instruction, s32 sums): 16 lanes on zmm (AVX512-VNNI), 8 on
+                  ymm (AVX512-VNNI with VL, or AVX-VNNI)
     aarch64       sdot (s8 x s8 to s32, +dotprod): 4 lanes
 
-vpmaddubsw saturates its s16 pair sums (255 * 127 * 2 overflows), so without VNNI weights are
-quantized to [-63, 63] (`weight_max`), the trade oneDNN makes on AVX2: then no sum saturates and
-the kernel equals its integer reference bit for bit. VNNI and sdot sum in s32 and take
-[-127, 127]. The intrinsics are written here rather than imported from
+vpmaddubsw saturates its s16 pair sums (255 * 127 * 2 overflows), so where a template could
+tensorize into it, weights are quantized to [-63, 63] (`weight_max`), the trade oneDNN makes on
+AVX2: then no sum saturates and the kernel equals its integer reference bit for bit. VNNI and
+sdot sum in s32 and take [-127, 127]; a template with no instruction for its lanes keeps plain
+int32 loops, exact at any weight. The intrinsics are written here rather than imported from
 tvm.s_tir.tensor_intrin, whose package import also builds every CUDA intrinsic (about a minute).
 """
 
@@ -83,25 +86,34 @@ def _pmadd(bits: int, lanes: int):
 _VNNI_TAKES_BYTES = tvm.target.codegen.llvm_version_major() >= 21
 
 
-def _vnni(acc, data, weights):
-    if not _VNNI_TAKES_BYTES:
-        data = T.reinterpret(data, dtype="int32x16")
-        weights = T.reinterpret(weights, dtype="int32x16")
-    return _llvm("llvm.x86.avx512.vpdpbusd.512", "int32x16", acc, data, weights)
+def _vnni(lanes: int):
+    """vpdpbusd on zmm (16 lanes) or ymm (8: AVX512-VL, or AVX-VNNI's VEX form)."""
+
+    def combine(acc, data, weights):
+        if not _VNNI_TAKES_BYTES:
+            data = T.reinterpret(data, dtype=f"int32x{lanes}")
+            weights = T.reinterpret(weights, dtype=f"int32x{lanes}")
+        name = f"llvm.x86.avx512.vpdpbusd.{32 * lanes}"
+        return _llvm(name, f"int32x{lanes}", acc, data, weights)
+
+    return combine
 
 
 def _sdot(acc, data, weights):
     return _llvm("llvm.aarch64.neon.sdot.v4i32.v16i8", "int32x4", acc, data, weights)
 
 
-# name -> (data dtype, lanes, CPU feature it needs, combine)
+# name -> (data dtype, lanes, CPU features it needs, combine); later entries win
 _INTRINSICS = {
-    "tilecc_dot_8x4_u8i8i32_avx2": ("uint8", 8, "avx2", _pmadd(256, 8)),
-    "tilecc_dot_16x4_u8i8i32_avx512": ("uint8", 16, "avx512bw", _pmadd(512, 16)),
-    "tilecc_dot_16x4_u8i8i32_vnni": ("uint8", 16, "avx512vnni", _vnni),
-    "tilecc_dot_4x4_i8i8i32_sdot": ("int8", 4, "dotprod", _sdot),
+    "tilecc_dot_8x4_u8i8i32_avx2": ("uint8", 8, {"avx2"}, _pmadd(256, 8)),
+    "tilecc_dot_16x4_u8i8i32_avx512": ("uint8", 16, {"avx512bw"}, _pmadd(512, 16)),
+    "tilecc_dot_8x4_u8i8i32_avxvnni": ("uint8", 8, {"avxvnni"}, _vnni(8)),
+    "tilecc_dot_8x4_u8i8i32_vnni": ("uint8", 8, {"avx512vnni", "avx512vl"}, _vnni(8)),
+    "tilecc_dot_16x4_u8i8i32_vnni": ("uint8", 16, {"avx512vnni"}, _vnni(16)),
+    "tilecc_dot_4x4_i8i8i32_sdot": ("int8", 4, {"dotprod"}, _sdot),
 }
-for _name, (_dtype, _lanes, _feature, _combine) in _INTRINSICS.items():
+_SATURATING = {"tilecc_dot_8x4_u8i8i32_avx2", "tilecc_dot_16x4_u8i8i32_avx512"}
+for _name, (_dtype, _lanes, _, _combine) in _INTRINSICS.items():
     TensorIntrin.register(_name, _desc(_lanes, _dtype), _impl(_lanes, _dtype, _combine))
 
 
@@ -119,16 +131,18 @@ def target_features(target) -> frozenset[str]:
 
 def intrinsic(data_dtype: str, lanes: int, features) -> str | None:
     """The tensor intrinsic for `lanes` int32 accumulators over `data_dtype` data on a CPU with
-    `features` (LLVM feature names: avx2, avx512bw, avx512vnni, dotprod), else None (the
-    template's loops stay plain). VNNI comes before pmaddubsw where both apply."""
+    `features` (LLVM feature names: avx2, avx512bw, avx512vnni, avxvnni, dotprod), else None
+    (the template's loops stay plain). VNNI comes before pmaddubsw where both apply."""
     fits = [
         name
-        for name, (dtype, width, feature, _) in _INTRINSICS.items()
-        if dtype == data_dtype and width == lanes and feature in features
+        for name, (dtype, width, needs, _) in _INTRINSICS.items()
+        if dtype == data_dtype and width == lanes and needs <= set(features)
     ]
     return fits[-1] if fits else None
 
 
 def weight_max(data_dtype: str, features) -> int:
-    """The largest |weight| the dot product takes without saturating (see the module doc)."""
-    return 63 if data_dtype == "uint8" and "avx512vnni" not in features else 127
+    """The largest |weight| every dot product a template may pick on a CPU with `features`
+    takes without saturating: 63 where some lane count would tensorize into vpmaddubsw."""
+    picked = {intrinsic(data_dtype, lanes, features) for lanes in (4, 8, 16)}
+    return 63 if picked & _SATURATING else 127

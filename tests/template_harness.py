@@ -10,6 +10,7 @@ import numpy as np
 import tvm
 from tvm import s_tir, te
 
+from tilecc.schedules import int8_dot
 from tilecc.schedules.template import Template, pack_nchwc, template_blocks
 from tilecc.targets import get_target
 
@@ -69,9 +70,10 @@ def build(template: Template, workload, cfg, lanes: int, epilogue=None, target=N
 
 def check(template: Template, workload, cfg, lanes: int = 16, epilogue=None, rtol=1e-4, atol=1e-4):
     """Run the scheduled kernel on seeded random data and assert it matches `reference`
-    (8-bit workloads: bit for bit, on data over the whole 8-bit range and weights in
-    [-63, 63], the range every int8 dot product takes)."""
-    transform, kernel, packed_shape = build(template, workload, cfg, lanes, epilogue)
+    (8-bit workloads: bit for bit, on data over the whole 8-bit range and weights over the
+    range the target's dot-product instruction takes, int8_dot.weight_max)."""
+    target = host_target()
+    transform, kernel, packed_shape = build(template, workload, cfg, lanes, epilogue, target)
     data_dtype, weight_dtype, out_dtype = dtypes(workload)
     rng = np.random.default_rng(0)
     plain_shape = _plain(workload.data_shape())
@@ -81,7 +83,8 @@ def check(template: Template, workload, cfg, lanes: int = 16, epilogue=None, rto
     else:
         info = np.iinfo(data_dtype)
         data = rng.integers(info.min, info.max, plain_shape, endpoint=True).astype(data_dtype)
-        weight = rng.integers(-63, 63, workload.weight_shape(), endpoint=True).astype("int8")
+        most = int8_dot.weight_max(data_dtype, int8_dot.target_features(target))
+        weight = rng.integers(-most, most, workload.weight_shape(), endpoint=True).astype("int8")
         rtol = atol = 0
     dev = tvm.cpu()
     packed = tvm.runtime.empty(packed_shape, weight_dtype, dev)

@@ -4,6 +4,8 @@ from pathlib import Path
 
 import tvm
 
+from tilecc.schedules import int8_dot
+
 from ..spec import LLVM_WORKAROUNDS, TargetSpec, default_graph_pipeline
 
 
@@ -22,6 +24,13 @@ def _host_flags() -> set[str]:
         return {"avx2"}
 
 
+def _int8_weight_max() -> int:
+    """127 where every uint8 dot product the int8 templates may pick on this host sums in
+    int32 (VNNI), else 63 (schedules/int8_dot.py)."""
+    features = int8_dot.target_features(tvm.target.Target(_host_llvm_target()))
+    return int8_dot.weight_max("uint8", features)
+
+
 FLAGS = _host_flags()
 # fp32 lanes of the widest vector unit this host has
 LANES = 16 if "avx512f" in FLAGS else 8 if "avx2" in FLAGS else 4
@@ -36,5 +45,5 @@ TARGET = TargetSpec(
     tuning_key=f"x86/{tvm.target.codegen.llvm_get_system_cpu()}",
     options={"threads": 2},
     int8_data="uint8",
-    int8_weight_max=127 if "avx512_vnni" in FLAGS else 63,
+    int8_weight_max=_int8_weight_max(),
 )

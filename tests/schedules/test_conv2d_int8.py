@@ -53,13 +53,13 @@ def _scheduled(wl, cfg, target):
     (block,) = template_blocks(sch)
     with target:
         TEMPLATE.schedule(sch, block, wl, cfg, cfg["oc_lanes"])
-    return sch.mod.script()
+    return sch.mod
 
 
 def test_avx2_tensorizes_into_vpmaddubsw():
     wl = SHAPES[0]
     target = tvm.target.Target({"kind": "llvm", "mcpu": "haswell"})
-    text = _scheduled(wl, space(wl, 8).default(), target)
+    text = _scheduled(wl, space(wl, 8).default(), target).script()
     assert "llvm.x86.avx2.pmadd.ub.sw" in text and "llvm.x86.avx2.pmadd.wd" in text
 
 
@@ -68,21 +68,37 @@ def test_aarch64_dotprod_tensorizes_into_sdot():
     target = tvm.target.Target(
         {"kind": "llvm", "mtriple": "aarch64-linux-gnu", "mattr": ["+neon", "+dotprod"]}
     )
-    assert "llvm.aarch64.neon.sdot" in _scheduled(wl, space(wl, 4).default(), target)
+    assert "llvm.aarch64.neon.sdot" in _scheduled(wl, space(wl, 4).default(), target).script()
 
 
 def test_no_dot_product_instruction_leaves_plain_loops():
     wl = SHAPES[-1]
     target = tvm.target.Target({"kind": "llvm", "mtriple": "aarch64-linux-gnu", "mattr": ["+neon"]})
-    assert "call_llvm_pure_intrin" not in _scheduled(wl, space(wl, 4).default(), target)
+    assert "call_llvm_pure_intrin" not in _scheduled(wl, space(wl, 4).default(), target).script()
+
+
+@pytest.mark.parametrize("mcpu", ["icelake-server", "alderlake"])  # AVX512-VNNI + VL; AVX-VNNI
+def test_vnni_tensorizes_eight_lanes_into_ymm_vpdpbusd(mcpu):
+    wl = SHAPES[0]
+    target = tvm.target.Target({"kind": "llvm", "mcpu": mcpu})
+    mod = _scheduled(wl, space(wl, 8).default(), target)
+    assert "llvm.x86.avx512.vpdpbusd.256" in mod.script() and "pmadd" not in mod.script()
+    asm = tvm.compile(mod, target=target).mod.inspect_source("s")
+    assert "vpdpbusd" in asm and "ymm" in asm
 
 
 def test_weight_range_follows_the_instruction():
+    avx512 = {"avx2", "avx512bw"}
     assert int8_dot.weight_max("uint8", {"avx2"}) == 63  # vpmaddubsw pair sums saturate s16
-    assert int8_dot.weight_max("uint8", {"avx2", "avx512vnni"}) == 127
+    assert int8_dot.weight_max("uint8", avx512) == 63
+    # VNNI without VL has no 8-lane form: NCHW8c convs would still take vpmaddubsw
+    assert int8_dot.weight_max("uint8", avx512 | {"avx512vnni"}) == 63
+    assert int8_dot.weight_max("uint8", avx512 | {"avx512vnni", "avx512vl"}) == 127
+    assert int8_dot.weight_max("uint8", {"avx2", "avxvnni"}) == 127
     assert int8_dot.weight_max("int8", {"dotprod"}) == 127
     assert int8_dot.intrinsic("uint8", 8, {"avx2"}) == "tilecc_dot_8x4_u8i8i32_avx2"
-    assert int8_dot.intrinsic("uint8", 16, {"avx512bw", "avx512vnni"}).endswith("vnni")
+    assert int8_dot.intrinsic("uint8", 8, {"avx2", "avxvnni"}).endswith("avxvnni")
+    assert int8_dot.intrinsic("uint8", 16, avx512 | {"avx512vnni"}).endswith("vnni")
     assert int8_dot.intrinsic("int8", 8, {"avx2"}) is None
 
 
