@@ -170,11 +170,23 @@ def _point_reads(sch: s_tir.Schedule, block) -> bool:
     )
 
 
+# Parallel chunks enough to balance a phone's cores: below it, the row loop joins the fused
+# parallel loop too.
+_PARALLEL_CHUNKS = 32
+
+
 def _parallel_vectorize(sch: s_tir.Schedule, loops, lanes: int) -> None:
+    """Parallel over the fused outer loops but the row (the next-to-innermost loop, which stays
+    serial so the element loop's index arithmetic is an increment, not a division per vector),
+    unless that leaves too few chunks; the innermost loop in `lanes`-wide vectors."""
     inner = loops[-1]
     extent = int(sch.get(inner).extent)
-    if len(loops) > 1:
-        sch.parallel(sch.fuse(*loops[:-1]))
+    outer = list(loops[:-1])
+    chunks = int(np.prod([int(sch.get(loop).extent) for loop in outer[:-1]]))
+    if len(outer) > 1 and chunks >= _PARALLEL_CHUNKS:
+        outer = outer[:-1]
+    if outer:
+        sch.parallel(sch.fuse(*outer))
     if extent % lanes == 0 and extent > lanes:
         sch.vectorize(sch.split(inner, [None, lanes])[1])
     elif extent in (lanes, 2, 4, 8) and extent <= lanes:
