@@ -23,8 +23,10 @@ from datetime import date
 from pathlib import Path
 
 import numpy as np
+import onnx
 import onnxruntime
 import tvm
+from onnxruntime.quantization import CalibrationDataReader, QuantFormat, QuantType, quantize_static
 from tvm import relax
 
 from tilecc.compiler import api, ocr, text_images
@@ -173,6 +175,41 @@ def prepare(det_path: Path, rec_path: Path) -> Data:
     return Data(det_calib, det_eval, rec_calib, rec_eval, fp32, check, per_view, charset)
 
 
+class _Samples(CalibrationDataReader):
+    def __init__(self, inputs: list[np.ndarray]):
+        self.samples = iter([{"x": x} for x in inputs])
+
+    def get_next(self):
+        return next(self.samples, None)
+
+
+def ort_int8(data: Data, paths: dict[str, Path], tmp: Path) -> Outputs:
+    """The reference a user would otherwise take: onnxruntime.quantization.quantize_static
+    (QDQ, minmax, uint8 activations, int8 per-channel weights, Conv / MatMul / Gemm) on the
+    same calibration inputs, run by ONNX Runtime on the evaluation inputs."""
+    shapes = {"det": [1, 3, DET_SIZE, DET_SIZE], "rec": [1, 3, ocr.REC_HEIGHT, REC_WIDTH]}
+    inputs = {"det": (data.det_calib, data.det_eval), "rec": (data.rec_calib, data.rec_eval)}
+    outputs = {}
+    for kind in ("det", "rec"):
+        calib, evals = inputs[kind]
+        log(f"{kind}: ONNX Runtime quantize_static (minmax) on {len(calib)} samples")
+        model = onnx.load(paths[kind])
+        dims = model.graph.input[0].type.tensor_type.shape.dim
+        for dim, size in zip(dims, shapes[kind], strict=True):
+            dim.Clear()
+            dim.dim_value = size  # the shape every tilecc build of this report has
+        fixed, qdq = tmp / f"{kind}.fixed.onnx", tmp / f"{kind}.qdq.onnx"
+        onnx.save(model, fixed)
+        quantize_static(
+            str(fixed), str(qdq), _Samples(calib), quant_format=QuantFormat.QDQ,
+            activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8, per_channel=True,
+            op_types_to_quantize=["Conv", "MatMul", "Gemm"],
+        )  # fmt: skip
+        session = ort_session(qdq, THREADS)
+        outputs[kind] = [session.run(None, {"x": x})[0] for x in evals]
+    return Outputs(outputs["det"], outputs["rec"])
+
+
 def evaluate(method: str, data: Data, paths: dict[str, Path], tmp: Path) -> dict[str, Outputs]:
     """Calibrate det and rec with `method`, build fake-quant and int8 from each table, and run
     them on the evaluation inputs."""
@@ -203,9 +240,9 @@ def cpu_model() -> str:
 
 def weight_note(weight_max: int) -> str:
     if weight_max == 127:
-        return "this CPU has AVX-512 VNNI: full int8 weights"
+        return "this CPU has VNNI: vpdpbusd sums in int32, so weights take the full int8 range"
     return (
-        "this CPU has no AVX-512 VNNI: x86's vpmaddubsw kernels take 7-bit weights so that "
+        "this CPU has no VNNI: x86's vpmaddubsw kernels take 7-bit weights so that "
         "its 16-bit pair sums cannot saturate"
     )
 
@@ -282,7 +319,9 @@ def int8_coverage(path: Path, shape: list[int]) -> str:
     return f"{int8} of {len(anchors)}"
 
 
-def report(data: Data, results, versus, seconds: float, coverage: dict[str, str]) -> list[str]:
+def report(
+    data: Data, results, ort: Outcome, versus, seconds: float, coverage: dict[str, str]
+) -> list[str]:
     """The markdown of docs/QUANTIZATION.md."""
     best = best_method(results)
     weight_max = get_target("x86").int8_weight_max
@@ -299,6 +338,7 @@ def report(data: Data, results, versus, seconds: float, coverage: dict[str, str]
     ]
     for method, builds in results.items():
         rows += [[method, build, *outcome_cells(o)] for build, o in builds.items()]
+    rows.append(["ORT quantize_static, minmax", "ONNX Runtime int8 (QDQ)", *outcome_cells(ort)])
     vs_rows = [[method, *outcome_cells(o)] for method, o in versus.items()]
     return [
         "# int8 accuracy: PP-OCRv4 det and rec on real text images",
@@ -349,8 +389,13 @@ def report(data: Data, results, versus, seconds: float, coverage: dict[str, str]
         f"- Calibration: det on the {len(data.det_calib)} calibration views; rec on "
         f"{len(data.rec_calib)} crops that fp32 det cuts from them (evenly spread, at most "
         f"{REC_CALIBRATION}). `tilecc.compiler.quantize.calibrate`, per-channel weights, "
-        "asymmetric activations, percentile 99.99. fake-quant: `compile_model(fake_quant=)`; "
-        "int8: `compile_model(quantize=)`.",
+        "asymmetric activations, percentile 99.99, bias correction (each conv / matmul "
+        "input's per-channel mean over the calibration set gives the mean output shift that "
+        "rounding the weights causes, subtracted after the op). fake-quant: "
+        "`compile_model(fake_quant=)`; int8: `compile_model(quantize=)`. ONNX Runtime int8: "
+        "`quantize_static` of the model at the same input shape, on the same calibration "
+        "inputs (QDQ, minmax, uint8 activations, int8 per-channel weights, Conv / MatMul / "
+        "Gemm), run by ONNX Runtime: what the same data gives with the usual tool.",
         f"- Weights: per output channel, rounded to [-{weight_max}, {weight_max}] in both "
         f"builds ({weight_note(weight_max)}).",
         "",
@@ -388,11 +433,13 @@ def main() -> int:
             versus[method] = compare(outputs["int8"], outputs["fake-quant"], data.charset)
             for build, o in results[method].items():
                 log(f"{method} {build}: det F1 {o.boxes.f1:.3f}, rec match {o.rec_match:.3f}")
+        ort = compare(ort_int8(data, paths, Path(tmp)), data.fp32, data.charset)
+        log(f"ORT int8: det F1 {ort.boxes.f1:.3f}, rec match {ort.rec_match:.3f}")
     coverage = {
         "det": int8_coverage(paths["det"], [1, 3, DET_SIZE, DET_SIZE]),
         "rec": int8_coverage(paths["rec"], [1, 3, ocr.REC_HEIGHT, REC_WIDTH]),
     }
-    lines = report(data, results, versus, time.time() - start, coverage)
+    lines = report(data, results, ort, versus, time.time() - start, coverage)
     with atomic_output(args.out, ".md") as tmp_out:
         tmp_out.write_text("\n".join(lines))
     print("\n".join(lines))
