@@ -117,8 +117,8 @@ def schedule_rest(sch: s_tir.Schedule, done_loop, lanes: int) -> None:
     Injective blocks are first inlined into their consumers (FuseTIR leaves each op of a fused
     chain writing its own intermediate buffer); each remaining spatial block that reads one
     element per instance then gets its outer loops fused and parallel and its innermost loop
-    split into `lanes`-wide vectors when it divides evenly. Reductions and gathers keep their
-    loops (what topi made of them).
+    split into vectors (`lanes` wide, or the widest half of it that divides the loop).
+    Reductions and gathers keep their loops (what topi made of them).
     """
     try:
         root = sch.get_sblock("root")
@@ -187,10 +187,17 @@ def _parallel_vectorize(sch: s_tir.Schedule, loops, lanes: int) -> None:
         outer = outer[:-1]
     if outer:
         sch.parallel(sch.fuse(*outer))
-    if extent % lanes == 0 and extent > lanes:
-        sch.vectorize(sch.split(inner, [None, lanes])[1])
-    elif extent in (lanes, 2, 4, 8) and extent <= lanes:
+    width = next((w for w in _widths(lanes) if extent % w == 0), None)
+    if width == extent:
         sch.vectorize(inner)
+    elif width is not None:
+        sch.vectorize(sch.split(inner, [None, width])[1])
+
+
+def _widths(lanes: int) -> list[int]:
+    """Vector widths to try, widest first: `lanes`, then halves of it down to 2 (a row of 24
+    floats on AVX-512 goes in three vectors of 8 rather than one element at a time)."""
+    return [lanes >> k for k in range(lanes.bit_length()) if lanes >> k >= 2]
 
 
 def fuse_epilogue(sch: s_tir.Schedule, block, loop) -> object | None:
