@@ -31,10 +31,11 @@ def test_stride_equal_to_kernel_becomes_matmul_and_pixel_shuffle():
             with R.dataflow():
                 a = R.permute_dims(x, [0, 2, 3, 1])
                 b = R.reshape(a, (64, 24))
-                c = R.reshape(w, (24, 24))
+                v = R.permute_dims(w, [0, 2, 3, 1])
+                c = R.reshape(v, (24, 24))
                 d = R.matmul(b, c)
-                e = R.reshape(d, (1, 8, 8, 6, 2, 2))
-                f = R.permute_dims(e, [0, 3, 1, 4, 2, 5])
+                e = R.reshape(d, (1, 8, 8, 2, 2, 6))
+                f = R.permute_dims(e, [0, 5, 1, 3, 2, 4])
                 y = R.reshape(f, (1, 6, 16, 16))
                 R.output(y)
             return y
