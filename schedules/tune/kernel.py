@@ -21,8 +21,6 @@ from ..template import Template, pack_nchwc, template_blocks
 # reference (F(4,3): 5e-6), which leaves room for longer reductions under 1e-3. int8 kernels
 # sum in int32 and must be exact.
 TOLERANCE = 1e-3
-# int8 weights within every dot product's range (schedules/int8_dot.py: vpmaddubsw takes 63)
-INT8_WEIGHT_MAX = 63
 
 
 @dataclass(frozen=True)
@@ -34,9 +32,10 @@ class Problem:
     expected: np.ndarray  # reference output, in the workload's output layout
 
 
-def problem(template: Template, workload, seed: int = 0) -> Problem:
+def problem(template: Template, workload, weight_max: int, seed: int = 0) -> Problem:
     """Random data and weights in [-1, 1) and the template's float64 reference on them; for
-    8-bit data, data over its whole range, weights in [-63, 63] and the integer reference."""
+    8-bit data, data over its whole range, weights in [-weight_max, weight_max] (the range the
+    build rounds weights to for the target: schedules/int8_dot.py) and the integer reference."""
     rng = np.random.default_rng(seed)
     plain = _plain(workload.data_shape())
     if workload.dtype == "float32":
@@ -46,8 +45,7 @@ def problem(template: Template, workload, seed: int = 0) -> Problem:
     else:
         info = np.iinfo(workload.dtype)
         data = rng.integers(info.min, info.max, plain, endpoint=True).astype(workload.dtype)
-        bound = INT8_WEIGHT_MAX
-        weight = rng.integers(-bound, bound, workload.weight_shape(), endpoint=True)
+        weight = rng.integers(-weight_max, weight_max, workload.weight_shape(), endpoint=True)
         weight = weight.astype(workload.weight_dtype)
         expected = template.reference(data, weight, workload)
     if len(plain) == 4:  # conv2d: into the graph's NCHW[b]c layouts (block 1: unchanged)

@@ -134,9 +134,12 @@ class Job:
         return self._run_local(lib, workload, problem, packed)
 
     def _problem(self, template, workload):
+        from ..int8_dot import target_features, weight_max
+
         key = (template.name, workload.key())
         if key not in self.problems:
-            self.problems[key] = self.kernel.problem(template, workload)
+            most = weight_max(workload.dtype, target_features(self.target))
+            self.problems[key] = self.kernel.problem(template, workload, most)
         return self.problems[key]
 
     def _run_local(self, lib, workload, problem, packed) -> dict:
