@@ -135,3 +135,11 @@ def test_bias_correction_removes_the_mean_shift_of_rounded_weights(tmp_path):
     drift_corrected = (run(corrected, x) - conv_a - exact).mean(axis=(0, 2, 3))
     assert np.abs(drift_plain).max() > 1e-3  # rounding W2 moved the means ...
     np.testing.assert_allclose(drift_corrected, 0, atol=2e-5)  # ... and the shift undoes it
+
+
+def test_a_mean_of_another_length_is_not_used(tmp_path):
+    """A value that first feeds a matmul has its means on the last axis; a conv reading it
+    leaves them alone rather than broadcasting the wrong channels."""
+    entry = {"scale": 0.04, "zero_point": 0, "channel_mean": [1.0] * 6}  # x has 3 channels
+    mod = FakeQuantize(table(tmp_path, {"conv2d:1": entry}))(module())
+    assert "relax.subtract" not in ops(mod)

@@ -234,6 +234,9 @@ def test_bias_correction_subtracts_the_tables_mean_shift(tmp_path):
     off = QuantizeInt8(table(tmp_path, entries), weight_max=63, bias_correction=False)(module())
     assert [c.op.name for c in calls(after)].count("relax.subtract") == 4  # 2 zero points + 2
     assert [c.op.name for c in calls(off)].count("relax.subtract") == 2
+    entries["conv2d:1"]["channel_mean"] = [0.5] * 32  # another consumer's axis: not used
+    other = QuantizeInt8(table(tmp_path, entries), weight_max=63)(module())
+    assert [c.op.name for c in calls(other)].count("relax.subtract") == 3
 
     x = RNG.uniform(-3.0, 4.0, (1, 2, 6, 7, 8)).astype("float32")
     img = RNG.uniform(-1, 1, (1, 3, 6, 7)).astype("float32")
