@@ -28,9 +28,12 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 import numpy as np
+import tvm
 from tvm import s_tir, te
 
 from .space import Config, Space
+
+_realize = tvm.get_global_func("s_tir.schedule.GetSBlockRealize")  # a block's loop binding
 
 TEMPLATE_ATTR = "tilecc.template"
 WORKLOAD_ATTR = "tilecc.workload"
@@ -115,10 +118,12 @@ def schedule_rest(sch: s_tir.Schedule, done_loop, lanes: int) -> None:
     block, such as layout transforms, pixel shuffles, elementwise chains).
 
     Injective blocks are first inlined into their consumers (FuseTIR leaves each op of a fused
-    chain writing its own intermediate buffer); each remaining spatial block that reads one
-    element per instance then gets its outer loops fused and parallel and its innermost loop
-    split into vectors (`lanes` wide, or the widest half of it that divides the loop).
-    Reductions and gathers keep their loops (what topi made of them).
+    chain writing its own intermediate buffer), except one that feeds a reduction and another
+    block, which inlining would compute twice (softmax's exp); each remaining spatial block
+    that reads one element per instance then gets its outer loops fused and parallel and its
+    innermost loop split into vectors (`lanes` wide, or the widest half of it that divides the
+    loop). A reduction runs its leading spatial loops in parallel and keeps its own order of
+    summation; gathers keep their loops (what topi made of them).
     """
     try:
         root = sch.get_sblock("root")
@@ -128,15 +133,19 @@ def schedule_rest(sch: s_tir.Schedule, done_loop, lanes: int) -> None:
     if done_loop is not None:
         nest = {str(sch.get(b).name_hint) for b in sch.get_child_blocks(done_loop)}
     for blk in sch.get_child_blocks(root)[:-1]:
-        if str(sch.get(blk).name_hint) not in nest and _untouched(sch, blk):
-            try:
-                sch.compute_inline(blk)
-            except s_tir.schedule.ScheduleError:
-                pass  # a reduction, or read in a way that cannot be inlined
+        if str(sch.get(blk).name_hint) in nest or not _untouched(sch, blk):
+            continue
+        if _feeds_a_reduction_and_more(sch, blk):
+            continue
+        try:
+            sch.compute_inline(blk)
+        except s_tir.schedule.ScheduleError:
+            pass  # a reduction, or read in a way that cannot be inlined
     for blk in sch.get_child_blocks(root):
         if str(sch.get(blk).name_hint) in nest or not _untouched(sch, blk):
             continue
-        if any(iv.iter_type != 0 for iv in sch.get(blk).iter_vars):
+        if _is_reduction(sch, blk):
+            _parallel_spatial(sch, blk)
             continue
         if not _point_reads(sch, blk):
             continue
@@ -144,6 +153,37 @@ def schedule_rest(sch: s_tir.Schedule, done_loop, lanes: int) -> None:
             _parallel_vectorize(sch, sch.get_loops(blk), lanes)
         except s_tir.schedule.ScheduleError:
             continue  # loops not perfectly nested: leave them as they are
+
+
+def _is_reduction(sch: s_tir.Schedule, block) -> bool:
+    return any(iv.iter_type != 0 for iv in sch.get(block).iter_vars)
+
+
+def _feeds_a_reduction_and_more(sch: s_tir.Schedule, block) -> bool:
+    """Inlined, `block` would be computed once per consumer: once in a reduction and again
+    in another consumer (softmax's exp, in its sum and its normalization)."""
+    consumers = sch.get_consumers(block)
+    return len(consumers) > 1 and any(_is_reduction(sch, c) for c in consumers)
+
+
+def _parallel_spatial(sch: s_tir.Schedule, block) -> None:
+    """Run a reduction's leading loops in parallel where each binds a spatial iterator
+    one to one (softmax's rows, a mean pool's channels): each instance reduces alone, in the
+    same order as before."""
+    iter_vars = sch.get(block).iter_vars
+    lead = []
+    for loop, iv, value in zip(
+        sch.get_loops(block), iter_vars, _realize(sch, block).iter_values, strict=False
+    ):
+        if iv.iter_type != 0 or not value.same_as(sch.get(loop).loop_var):
+            break
+        lead.append(loop)
+    if not lead or int(np.prod([int(sch.get(loop).extent) for loop in lead])) < 2:
+        return
+    try:
+        sch.parallel(sch.fuse(*lead) if len(lead) > 1 else lead[0])
+    except s_tir.schedule.ScheduleError:
+        pass  # not a plain nest over the block: leave it serial
 
 
 def _untouched(sch: s_tir.Schedule, block) -> bool:
