@@ -144,54 +144,45 @@ def test_records_choose_the_configuration(se_path, tmp_path):
     assert line["template"] == "conv2d_direct"
 
 
-def test_kernels_without_template_get_parallel_vectorized_loops():
+def _one_op_kernel(shape, op):
+    """(TIR of the one fused kernel, its runner) of main(x) = op(x) on x86 with templates."""
     import tvm
 
     from tilecc.compiler.pipeline import legalize_passes
 
     spec = get_target("x86")
     bb = relax.BlockBuilder()
-    x = relax.Var("x", R.Tensor((2, 32, 8, 16), "float32"))
+    x = relax.Var("x", R.Tensor(shape, "float32"))
     with bb.function("main", [x]):
         with bb.dataflow():
-            t = bb.emit(relax.op.permute_dims(x, [0, 2, 3, 1]))
-            y = bb.emit_output(relax.op.nn.relu(relax.op.add(t, relax.const(1.0))))
+            y = bb.emit_output(op(bb, x))
         bb.emit_func_output(y)
     plan = template_plan(spec)
     with spec.tvm(2):
         lowered = tvm.transform.Sequential(legalize_passes(plan))(bb.get())
     (kernel,) = [f for _, f in lowered.functions_items() if isinstance(f, tvm.tirx.PrimFunc)]
-    text = kernel.script()
+    ex = tvm.compile(bb.get(), target=spec.tvm(2), relax_pipeline=relax_pipeline(spec.tvm(2), plan))
+    vm = relax.VirtualMachine(ex, tvm.cpu())
+    return kernel.script(), lambda data: vm["main"](tvm.runtime.tensor(data)).numpy()
+
+
+def test_kernels_without_template_get_parallel_vectorized_loops():
+    def op(bb, x):
+        t = bb.emit(relax.op.permute_dims(x, [0, 2, 3, 1]))
+        return relax.op.nn.relu(relax.op.add(t, relax.const(1.0)))
+
+    text, run = _one_op_kernel((2, 32, 8, 16), op)
     assert "T.parallel" in text and "T.vectorized" in text
     assert text.count("T.sblock(") == 2  # root and one block: the chain was inlined
-    ex = tvm.compile(bb.get(), target=spec.tvm(2), relax_pipeline=relax_pipeline(spec.tvm(2), plan))
     data = np.random.default_rng(0).standard_normal((2, 32, 8, 16)).astype(np.float32)
-    got = relax.VirtualMachine(ex, tvm.cpu())["main"](tvm.runtime.tensor(data)).numpy()
-    np.testing.assert_array_equal(got, np.maximum(data.transpose(0, 2, 3, 1) + 1, 0))
+    np.testing.assert_array_equal(run(data), np.maximum(data.transpose(0, 2, 3, 1) + 1, 0))
 
 
 def test_reductions_run_rows_in_parallel_and_softmax_takes_each_exp_once():
-    import tvm
-
-    from tilecc.compiler.pipeline import legalize_passes
-
-    spec = get_target("x86")
-    bb = relax.BlockBuilder()
-    x = relax.Var("x", R.Tensor((40, 6625), "float32"))
-    with bb.function("main", [x]):
-        with bb.dataflow():
-            y = bb.emit_output(relax.op.nn.softmax(x, axis=-1))
-        bb.emit_func_output(y)
-    plan = template_plan(spec)
-    with spec.tvm(2):
-        lowered = tvm.transform.Sequential(legalize_passes(plan))(bb.get())
-    (kernel,) = [f for _, f in lowered.functions_items() if isinstance(f, tvm.tirx.PrimFunc)]
-    text = kernel.script()
+    text, run = _one_op_kernel((40, 6625), lambda bb, x: relax.op.nn.softmax(x, axis=-1))
     assert text.count("T.exp(") == 1  # computed once, not again in the sum and the division
     assert text.count("T.parallel(") == 4  # max, exp, sum, division: one row per task
-    ex = tvm.compile(bb.get(), target=spec.tvm(2), relax_pipeline=relax_pipeline(spec.tvm(2), plan))
     data = np.random.default_rng(0).standard_normal((40, 6625)).astype(np.float32) * 4
-    got = relax.VirtualMachine(ex, tvm.cpu())["main"](tvm.runtime.tensor(data)).numpy()
     e = np.exp(data.astype(np.float64) - data.max(axis=-1, keepdims=True))
     # float32 sums of 6625 terms, serial per row: about 1e-5 relative
-    np.testing.assert_allclose(got, e / e.sum(axis=-1, keepdims=True), rtol=1e-4, atol=1e-9)
+    np.testing.assert_allclose(run(data), e / e.sum(axis=-1, keepdims=True), rtol=1e-4, atol=1e-9)
