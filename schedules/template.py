@@ -178,12 +178,17 @@ def _parallel_spatial(sch: s_tir.Schedule, block) -> None:
         if iv.iter_type != 0 or not value.same_as(sch.get(loop).loop_var):
             break
         lead.append(loop)
-    if not lead or int(np.prod([int(sch.get(loop).extent) for loop in lead])) < 2:
+    if not lead or _trip_count(sch, lead) < 2:
         return
     try:
         sch.parallel(sch.fuse(*lead) if len(lead) > 1 else lead[0])
     except s_tir.schedule.ScheduleError:
         pass  # not a plain nest over the block: leave it serial
+
+
+def _trip_count(sch: s_tir.Schedule, loops) -> int:
+    """Iterations of the nest of `loops` (static extents; 1 for none)."""
+    return int(np.prod([int(sch.get(loop).extent) for loop in loops]))
 
 
 def _untouched(sch: s_tir.Schedule, block) -> bool:
@@ -222,7 +227,7 @@ def _parallel_vectorize(sch: s_tir.Schedule, loops, lanes: int) -> None:
     inner = loops[-1]
     extent = int(sch.get(inner).extent)
     outer = list(loops[:-1])
-    chunks = int(np.prod([int(sch.get(loop).extent) for loop in outer[:-1]]))
+    chunks = _trip_count(sch, outer[:-1])
     if len(outer) > 1 and chunks >= _PARALLEL_CHUNKS:
         outer = outer[:-1]
     if outer:
