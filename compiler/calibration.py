@@ -193,12 +193,17 @@ def quantize_weight(
 
 def bias_shift(
     weight: np.ndarray, rounded: np.ndarray, mean: np.ndarray, kind: str, groups: int = 1
-) -> np.ndarray:
+) -> np.ndarray | None:
     """E[(rounded - weight) x] per output channel: how far rounding the weights moves an op's
     output on average, for input x with per-channel `mean`. `kind` "conv2d": OIHW weights
-    (`groups` groups; padding's zeros ignored); "matmul": [K, N] weights."""
+    (`groups` groups; padding's zeros ignored); "matmul": [K, N] weights. None when `mean`
+    does not have one value per input channel (a value shared by a conv and a matmul has its
+    means on its first consumer's channel axis)."""
     delta = np.asarray(rounded, np.float64) - np.asarray(weight, np.float64)
     mean = np.asarray(mean, np.float64)
+    inputs = delta.shape[0] if kind == "matmul" else delta.shape[1] * groups
+    if delta.ndim != (2 if kind == "matmul" else 4) or mean.shape != (inputs,):
+        return None
     if kind == "matmul":
         return mean @ delta
     out, per_group = delta.shape[:2]

@@ -120,15 +120,12 @@ class _FakeQuantize(relax.PyExprMutator):
         if not self.bias_correction or mean is None:
             return None
         if call.op.name == "relax.matmul":
-            if weight.ndim != 2 or len(mean) != weight.shape[0]:
-                return None
-            return bias_shift(weight, fake, mean, "matmul").astype(np.float32)
+            shift = bias_shift(weight, fake, mean, "matmul")
+            return None if shift is None else shift.astype(np.float32)
         attrs = call.attrs
         if (str(attrs.data_layout), str(attrs.out_layout), str(attrs.kernel_layout)) != (
             "NCHW", "NCHW", "OIHW"
         ):  # fmt: skip
             return None
-        if len(mean) != weight.shape[1] * int(attrs.groups):  # means of another consumer's axis
-            return None
         shift = bias_shift(weight, fake, mean, "conv2d", int(attrs.groups))
-        return shift.astype(np.float32).reshape(1, -1, 1, 1)
+        return None if shift is None else shift.astype(np.float32).reshape(1, -1, 1, 1)

@@ -130,11 +130,12 @@ class _QuantizeInt8(relax.PyExprMutator):
         rescale = _per_channel((scale * scales).astype(np.float32), layout)
         out = relax.op.multiply(self.builder_.emit(real), rescale)
         mean = params.get("channel_mean")
-        groups = int(attrs.groups)
-        if not opts.bias_correction or mean is None or len(mean) != weight.shape[1] * groups:
-            return out  # (a mean of another length: x's first consumer was a matmul)
+        if not opts.bias_correction or mean is None:
+            return out
         rounded = wq * scales.reshape(-1, 1, 1, 1)
-        shift = bias_shift(weight, rounded, mean, "conv2d", groups)
+        shift = bias_shift(weight, rounded, mean, "conv2d", int(attrs.groups))
+        if shift is None:  # means of another length: x's first consumer was a matmul
+            return out
         return relax.op.subtract(self.builder_.emit(out), _per_channel(shift.astype("f4"), layout))
 
 

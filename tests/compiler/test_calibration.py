@@ -167,3 +167,10 @@ def test_grouped_conv_bias_shift_matches_a_loop_over_taps():
                 for kw in range(3):
                     want[o] += (rounded[o, i, kh, kw] - w[o, i, kh, kw]) * mean[g * per + i]
     np.testing.assert_allclose(bias_shift(w, rounded, mean, "conv2d", groups), want)
+    assert bias_shift(w, rounded, mean[:per], "conv2d", groups) is None  # not one per channel
+
+
+def test_bias_shift_needs_one_mean_per_input_channel():
+    w = RNG.standard_normal((8, 6))
+    assert bias_shift(w, w, np.zeros(6), "matmul") is None  # 6 outputs, 8 inputs
+    assert bias_shift(w[None], w[None], np.zeros(8), "matmul") is None  # not [K, N]
