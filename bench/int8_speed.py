@@ -23,7 +23,6 @@ from pathlib import Path
 
 import numpy as np
 import tvm
-from onnxruntime.quantization import CalibrationDataReader, QuantFormat, QuantType, quantize_static
 from tvm import s_tir, te
 
 from tilecc.compiler import api
@@ -32,7 +31,7 @@ from tilecc.compiler.files import atomic_output
 from tilecc.compiler.frontend_onnx import import_onnx
 from tilecc.compiler.kernel_profile import profile_kernels
 from tilecc.compiler.quantize import calibrate, int8_pipeline, save_table
-from tilecc.compiler.reference import ort_run
+from tilecc.compiler.reference import ort_quantize_static, ort_run
 from tilecc.compiler.runtime import CompiledModel
 from tilecc.compiler.sample_inputs import ppocr_input
 from tilecc.schedules.registry import get_template
@@ -41,14 +40,6 @@ from tilecc.schedules.workload import Conv2dWorkload
 from tilecc.targets import get_target
 
 DOC = Path(__file__).resolve().parent.parent / "docs" / "INT8_SPEED.md"
-
-
-class _Images(CalibrationDataReader):
-    def __init__(self, samples):
-        self.samples = iter(samples)
-
-    def get_next(self):
-        return next(self.samples, None)
 
 
 def kernel_rate(template_name: str, wl, threads: int) -> float:
@@ -127,10 +118,7 @@ def main() -> int:
         save_table(calibrate(imported, calib, "minmax", progress=say), table)
         say("quantize_static (ORT QDQ: uint8 activations, int8 per-channel weights)")
         qdq = tmp / "det.qdq.onnx"
-        quantize_static(
-            str(det), str(qdq), _Images(calib), quant_format=QuantFormat.QDQ,
-            activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8, per_channel=True,
-        )  # fmt: skip
+        ort_quantize_static(det, qdq, calib)
         (fp32_ref,) = ort_run(det, inputs).values()
         (ort_int8,) = ort_run(qdq, inputs).values()
         builds = [("tilecc fp32", det, {}), ("tilecc int8 (--quantize)", det, {"quantize": table}),

@@ -26,14 +26,13 @@ import numpy as np
 import onnx
 import onnxruntime
 import tvm
-from onnxruntime.quantization import CalibrationDataReader, QuantFormat, QuantType, quantize_static
 from tvm import relax
 
 from tilecc.compiler import api, ocr, text_images
 from tilecc.compiler.assets import model_path
 from tilecc.compiler.files import atomic_output, check_writable
 from tilecc.compiler.quantize import calibrate, save_table
-from tilecc.compiler.reference import ort_session
+from tilecc.compiler.reference import ort_quantize_static, ort_session
 from tilecc.compiler.runtime import flatten_outputs
 from tilecc.targets import get_target
 
@@ -175,14 +174,6 @@ def prepare(det_path: Path, rec_path: Path) -> Data:
     return Data(det_calib, det_eval, rec_calib, rec_eval, fp32, check, per_view, charset)
 
 
-class _Samples(CalibrationDataReader):
-    def __init__(self, inputs: list[np.ndarray]):
-        self.samples = iter([{"x": x} for x in inputs])
-
-    def get_next(self):
-        return next(self.samples, None)
-
-
 def ort_int8(data: Data, paths: dict[str, Path], tmp: Path) -> Outputs:
     """The reference a user would otherwise take: onnxruntime.quantization.quantize_static
     (QDQ, minmax, uint8 activations, int8 per-channel weights, Conv / MatMul / Gemm) on the
@@ -200,11 +191,8 @@ def ort_int8(data: Data, paths: dict[str, Path], tmp: Path) -> Outputs:
             dim.dim_value = size  # the shape every tilecc build of this report has
         fixed, qdq = tmp / f"{kind}.fixed.onnx", tmp / f"{kind}.qdq.onnx"
         onnx.save(model, fixed)
-        quantize_static(
-            str(fixed), str(qdq), _Samples(calib), quant_format=QuantFormat.QDQ,
-            activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8, per_channel=True,
-            op_types_to_quantize=["Conv", "MatMul", "Gemm"],
-        )  # fmt: skip
+        samples = [{"x": x} for x in calib]
+        ort_quantize_static(fixed, qdq, samples, op_types_to_quantize=["Conv", "MatMul", "Gemm"])
         session = ort_session(qdq, THREADS)
         outputs[kind] = [session.run(None, {"x": x})[0] for x in evals]
     return Outputs(outputs["det"], outputs["rec"])

@@ -26,6 +26,38 @@ def ort_run(model, inputs: dict[str, np.ndarray], threads: int | None = None):
     return dict(zip(names, session.run(names, inputs), strict=True))
 
 
+def ort_quantize_static(
+    model: str | Path,
+    output: str | Path,
+    samples: list[dict[str, np.ndarray]],
+    fmt="QDQ",
+    **options,
+) -> Path:
+    """`model` quantized by onnxruntime.quantization.quantize_static over `samples` (dicts keyed
+    by input name) into `output`: uint8 activations, int8 per-channel weights, `fmt` "QDQ" or
+    "QOperator"; `options` go to quantize_static (calibrate_method, op_types_to_quantize, ...).
+    The int8 reference a user would otherwise take."""
+    from onnxruntime.quantization import (
+        CalibrationDataReader,
+        QuantFormat,
+        QuantType,
+        quantize_static,
+    )
+
+    class Samples(CalibrationDataReader):
+        def __init__(self):
+            self.samples = iter(samples)
+
+        def get_next(self):
+            return next(self.samples, None)
+
+    quantize_static(
+        str(model), str(output), Samples(), quant_format=getattr(QuantFormat, fmt),
+        activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8, per_channel=True, **options,
+    )  # fmt: skip
+    return Path(output)
+
+
 @dataclass(frozen=True)
 class Difference:
     name: str

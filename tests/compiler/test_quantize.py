@@ -25,7 +25,7 @@ from tilecc.compiler.quantize import (
     quantizable,
     save_table,
 )
-from tilecc.compiler.reference import ort_run
+from tilecc.compiler.reference import ort_quantize_static, ort_run
 from tilecc.compiler.sample_inputs import ppocr_input, text_line
 from tilecc.targets import get_target
 
@@ -225,26 +225,9 @@ def test_tune_the_int8_build_then_compile_with_its_records(cli, cls_table, tmp_p
 def _ort_quantized(path, fmt, **options):
     """PP-OCR cls quantized by onnxruntime.quantization.quantize_static on two rendered text
     lines: uint8 activations, int8 per-channel weights, in QDQ or QOperator format."""
-    from onnxruntime.quantization import (
-        CalibrationDataReader,
-        QuantFormat,
-        QuantType,
-        quantize_static,
-    )
-
-    class Lines(CalibrationDataReader):
-        def __init__(self):
-            lines = [ppocr_input("cls", SHAPE), -ppocr_input("cls", SHAPE)]
-            self.samples = iter([{"x": x} for x in lines])
-
-        def get_next(self):
-            return next(self.samples, None)
-
-    quantize_static(
-        str(model_path("ppocr-cls")), str(path), Lines(), quant_format=getattr(QuantFormat, fmt),
-        activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8, per_channel=True, **options,
-    )  # fmt: skip
-    return path
+    lines = [ppocr_input("cls", SHAPE), -ppocr_input("cls", SHAPE)]
+    samples = [{"x": x} for x in lines]
+    return ort_quantize_static(model_path("ppocr-cls"), path, samples, fmt, **options)
 
 
 @pytest.fixture(scope="module")
