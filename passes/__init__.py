@@ -11,6 +11,7 @@ from . import (  # noqa: F401  (imported to register)
     fold_batchnorm,
     fold_constant,
     fuse_conv_act,
+    pad_channels,
     quantize_int8,
     scalarize_constants,
     simplify_reshape,

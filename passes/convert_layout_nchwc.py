@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import tvm
 from tvm import relax
+from tvm.sym import Analyzer
 
 from tilecc.compiler.errors import PassOptionError
 
@@ -11,6 +12,7 @@ from .registry import register_pass
 
 _CONV = "relax.nn.conv2d"
 _CONV_TRANSPOSE = "relax.nn.conv2d_transpose"
+_LAYOUT = "relax.layout_transform"
 # A smaller block converts more convs but fills less of each vector: take the largest block
 # that still converts this share of the multiply-adds the best block would.
 _KEEP = 0.9
@@ -81,8 +83,11 @@ class ConvertLayoutNCHWc:
     whose channel counts it divides) hold at least 90 % of the multiply-adds the best of them
     converts: a smaller block converts more convs but fills less of each vector.
     TVM 0.27's ConvertLayout cannot convert between two blocked layouts, so a function uses one
-    block; a conv whose channels it does not divide, a grouped (not depthwise) conv and
-    conv2d_transpose stay NCHW, with layout_transforms at the boundary.
+    block; it leaves resize2d and concat in NCHW, so this pass then moves a resize2d, or a
+    concat along channels, whose inputs were unblocked into the blocked layout itself (an
+    FPN's upsampling and merge). A conv whose channels the block does not divide (see
+    pad-channels), a grouped (not depthwise) conv and conv2d_transpose stay NCHW, with
+    layout_transforms at the boundary.
     Example (Relax TVMScript, block=16, x: (1, 32, 8, 8)):
         before:  a = R.nn.conv2d(x, w, padding=[1, 1, 1, 1])
                  y = R.nn.relu(a)
@@ -135,7 +140,7 @@ class ConvertLayoutNCHWc:
                 continue
             single = tvm.IRModule({gvar: func})
             converted = relax.transform.ConvertLayout({}, _layout_callback(block))(single)
-            updates[gvar] = converted[gvar.name_hint]
+            updates[gvar] = _reblock(converted[gvar.name_hint])
         if not updates:
             return mod
         functions = dict(mod.functions_items())
@@ -157,3 +162,71 @@ def _layout_callback(block: int):
         return {_CONV: [f"NCHW{block}c", kernel]}
 
     return desired
+
+
+def _reblock(func: relax.Function) -> relax.Function:
+    """resize2d(unblock(x)) -> unblock(resize2d(x) in NCHW[b]c), and concat(unblock(x_i),
+    axis=1) -> unblock(concat(x_i, axis=1)): the unblock then meets the next blocked op's
+    transform, and cancel-inverse-pairs removes both."""
+    return _Reblock().visit_expr(func)
+
+
+@relax.expr_functor.mutator
+class _Reblock(relax.PyExprMutator):
+    def visit_call_(self, call):
+        call = super().visit_call_(call)
+        name = getattr(call.op, "name", "")
+        if name == "relax.image.resize2d" and str(call.attrs.layout) == "NCHW":
+            unblock = self._unblocked(call.args[0])
+            if unblock is not None:
+                return self._resize(call, unblock)
+        if name == "relax.concat" and call.attrs.axis is not None and int(call.attrs.axis) == 1:
+            fields = call.args[0].fields if isinstance(call.args[0], relax.Tuple) else []
+            unblocks = [self._unblocked(f) for f in fields]
+            factors = {_unblock_factor(u) if u is not None else None for u in unblocks}
+            if fields and None not in factors and len(factors) == 1:
+                joined = self.builder_.emit(relax.op.concat([u.args[0] for u in unblocks], axis=1))
+                return relax.Call(unblocks[0].op, [joined], unblocks[0].attrs)
+        return call
+
+    def _unblocked(self, expr):
+        """The unblocking layout_transform bound to `expr`, if it is one."""
+        value = self.lookup_binding(expr) if isinstance(expr, relax.Var) else None
+        if isinstance(value, relax.Call) and getattr(value.op, "name", "") == _LAYOUT:
+            if _unblock_factor(value) is not None:
+                return value
+        return None
+
+    def _resize(self, call, unblock):
+        attrs = call.attrs
+        resized = self.builder_.emit(
+            relax.op.image.resize2d(
+                unblock.args[0], call.args[1], [float(r) for r in attrs.roi],
+                f"NCHW{_unblock_factor(unblock)}c", attrs.method,
+                attrs.coordinate_transformation_mode, attrs.rounding_method,
+                float(attrs.cubic_alpha), int(attrs.cubic_exclude),
+                float(attrs.extrapolation_value), attrs.out_dtype,
+            )
+        )  # fmt: skip
+        return relax.Call(unblock.op, [resized], unblock.attrs)  # the same unblock, after
+
+
+def _unblock_factor(call) -> int | None:
+    """b when `call` is layout_transform NCHW[b]c -> NCHW, (n, C, h, w, c) -> (n, C*b + c, h, w)."""
+    data = call.args[0].ty
+    index_map = call.attrs.index_map
+    if data.shape is None or len(data.shape) != 5 or len(index_map.final_indices) != 4:
+        return None
+    try:
+        block = int(data.shape[4])
+    except TypeError:
+        return None
+    n, c, h, w, inner = (tvm.tirx.Var(name, "int64") for name in ("n", "c", "h", "w", "inner"))
+    analyzer = Analyzer()
+    for var, extent in zip((n, c, h, w, inner), data.shape, strict=True):
+        analyzer.bind(var, tvm.ir.Range(0, extent))
+    got = index_map.map_indices([n, c, h, w, inner])
+    want = [n, c * block + inner, h, w]
+    if all(analyzer.can_prove_equal(g, e) for g, e in zip(got, want, strict=True)):
+        return block
+    return None

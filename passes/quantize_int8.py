@@ -133,6 +133,7 @@ class _QuantizeInt8(relax.PyExprMutator):
         if not opts.bias_correction or mean is None:
             return out
         rounded = wq * scales.reshape(-1, 1, 1, 1)
+        mean = _padded_mean(np.asarray(mean), weight)
         shift = bias_shift(weight, rounded, mean, "conv2d", int(attrs.groups))
         if shift is None:  # means of another length: x's first consumer was a matmul
             return out
@@ -154,6 +155,16 @@ def supported(call) -> bool:
     if groups == channels > 1:
         return True
     return groups == 1 and block % 4 == 0
+
+
+def _padded_mean(mean: np.ndarray, weight: np.ndarray) -> np.ndarray:
+    """The calibrated per-channel mean of a conv input that pad-channels widened after
+    calibration, extended by zeros: the new channels' weights are zero, so their mean does not
+    enter the bias shift."""
+    extra = weight.shape[1] - mean.shape[0]
+    if mean.ndim != 1 or extra <= 0 or np.any(weight[:, mean.shape[0] :]):
+        return mean
+    return np.concatenate([mean, np.zeros(extra, mean.dtype)])
 
 
 def _to_oihw(weight: np.ndarray, layout: str) -> np.ndarray:

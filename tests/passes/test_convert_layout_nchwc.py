@@ -1,3 +1,4 @@
+import numpy as np
 import pytest
 import tvm
 from tvm import relax
@@ -5,8 +6,12 @@ from tvm.script import ir as I
 from tvm.script import relax as R
 from tvm.script import tirx as T
 
+from tilecc.compiler.build import template_plan
 from tilecc.compiler.errors import PassOptionError
+from tilecc.compiler.pipeline import relax_pipeline
+from tilecc.passes.cancel_inverse_pairs import CancelInversePairs
 from tilecc.passes.convert_layout_nchwc import ConvertLayoutNCHWc
+from tilecc.targets import get_target
 
 I32 = "int32"  # ConvertLayout builds its index maps over int32 indices
 
@@ -164,3 +169,52 @@ def test_no_change_with_symbolic_spatial_size():
 def test_bad_block_options_are_refused(options):
     with pytest.raises(PassOptionError, match="convert-layout-nchwc"):
         ConvertLayoutNCHWc(**options)
+
+
+def _calls(mod, name):
+    found = []
+    relax.analysis.post_order_visit(
+        mod["main"].body,
+        lambda e: found.append(e) if isinstance(e, relax.Call) and e.op.name == name else None,
+    )
+    return found
+
+
+def _run(mod, *arrays):
+    """Compiled as tilecc compiles (blocked convs need its templates) for this host."""
+    spec = get_target("x86")
+    target = spec.tvm()
+    ex = tvm.compile(mod, target=target, relax_pipeline=relax_pipeline(target, template_plan(spec)))
+    vm = relax.VirtualMachine(ex, tvm.cpu())
+    return vm["main"](*[tvm.runtime.tensor(a) for a in arrays]).numpy()
+
+
+def test_resize_and_channel_concat_between_blocked_convs_stay_blocked():
+    @I.ir_module
+    class Before:
+        @R.function
+        def main(
+            x: R.Tensor((1, 16, 4, 4), "float32"),
+            w1: R.Tensor((16, 16, 1, 1), "float32"),
+            w2: R.Tensor((8, 32, 3, 3), "float32"),
+        ):
+            with R.dataflow():
+                a = R.nn.conv2d(x, w1)
+                up = R.image.resize2d(a, R.shape([8, 8]), method="nearest_neighbor")
+                b = R.nn.conv2d(R.image.resize2d(x, R.shape([8, 8])), w1)
+                cat = R.concat([up, b], axis=1)
+                y = R.nn.conv2d(cat, w2, padding=[1, 1, 1, 1])
+                R.output(y)
+            return y
+
+    after = CancelInversePairs()(ConvertLayoutNCHWc(block=8)(Before))
+    relax.analysis.well_formed(after)
+    resizes = _calls(after, "relax.image.resize2d")
+    assert [str(r.attrs.layout) for r in resizes] == ["NCHW8c", "NCHW"]  # x's resize: NCHW in
+    assert all(len(c.ty.shape) == 5 for c in _calls(after, "relax.concat"))
+    # x and the three weights are blocked once each; y is unblocked once; nothing between
+    assert len(_calls(after, "relax.layout_transform")) == 5
+    rng = np.random.default_rng(0)
+    arrays = [rng.standard_normal([int(d) for d in p.ty.shape]).astype("float32")
+              for p in Before["main"].params]  # fmt: skip
+    np.testing.assert_allclose(_run(after, *arrays), _run(Before, *arrays), rtol=1e-4, atol=1e-4)

@@ -249,3 +249,14 @@ def test_bias_correction_subtracts_the_tables_mean_shift(tmp_path):
     expected = int8_conv(a.astype(np.float32), ww, B_PARAMS, "uint8", 63, groups=16)
     expected -= shift_b[None, :, None, None]
     np.testing.assert_allclose(unblock(b), expected, rtol=1e-5, atol=1e-5)
+
+
+def test_mean_of_a_conv_input_pad_channels_widened_is_padded_with_zeros():
+    from tilecc.passes.quantize_int8 import _padded_mean
+
+    weight = RNG.standard_normal((4, 16, 1, 1)).astype("float32")
+    weight[:, 12:] = 0  # pad-channels' zero weights for the channels it added
+    mean = np.arange(12, dtype=np.float64)
+    np.testing.assert_array_equal(_padded_mean(mean, weight), np.r_[mean, np.zeros(4)])
+    weight[0, 13] = 1.0  # a real 16-channel conv: a 12-entry mean is not its own
+    assert _padded_mean(mean, weight) is mean
