@@ -5,7 +5,8 @@ over zero-padded x: uint8 data on x86, int8 on aarch64 (`workload.dtype`), NCHW[
 multiple of 4. Zero points and scales are the graph's business (passes/quantize_int8.py pads
 with the zero point before the conv and requantizes after it, in the fused epilogue).
 
-Layout (v = the int32 accumulators per vector, the target's fp32 lanes; T = tile_oc, R = tile_ow):
+Layout (v = the int32 accumulators per vector: the output block, or the target's fp32 lanes
+when those are a multiple of it; T = tile_oc, R = tile_ow):
     data_pad         zero padding, and the columns that round OW up to R (none if not needed)
     weight_pack      [O/T, C/b, KH, KW, b/4, T/v, v, 4] int8: per (tap, 4 input channels), the
                      v x 4 bytes one dot-product instruction takes, O padded up to T with zeros
@@ -46,8 +47,9 @@ SPACE = Space(
     oc_lanes=Knob(
         (4, 8, 16),
         default=8,
-        why="v, int32 accumulators per vector: space() pins it to the output block (else the "
-        "SIMD width); the dot-product instruction needs it to be the SIMD width",
+        why="v, int32 accumulators per vector: the output block, or the SIMD width where that "
+        "is a multiple of the block dividing the output channels (one vector then spans "
+        "several blocks: 16-lane vpdpbusd for NCHW8c on AVX-512, twice the 8-lane work)",
     ),
     oc_outer=Knob(
         (True, False),
@@ -67,14 +69,18 @@ def _ceil(a: int, b: int) -> int:
 
 
 def space(wl, lanes: int) -> Space:
-    v = wl.out_block if wl.out_block > 1 else lanes
+    ob = wl.out_block
+    v = ob if ob > 1 else lanes
+    if 1 < ob < lanes and lanes % ob == 0 and wl.out_channels % lanes == 0:
+        v = lanes  # a full-width vector spans lanes / ob output blocks (and may take ob)
     regs = _REGISTERS.get(lanes, 16)
     sp = SPACE.restrict(
         tile_ow=lambda r: r <= wl.out_width,
         tile_oc=lambda t: t % v == 0 and t <= max(_ceil(wl.out_channels, v) * v, v),
-        oc_lanes=lambda x: x == v,
+        oc_lanes=lambda x: x == v or x == ob,
     )
     knobs = dict(sp.knobs)
+    knobs["oc_lanes"] = Knob(knobs["oc_lanes"].values, v, knobs["oc_lanes"].why)
 
     def score(tr):  # useful lanes x useful columns x accumulators, if the tile fits
         t, r = tr
@@ -132,8 +138,15 @@ def compute(data, packed_w, wl, cfg):
     attrs = annotations("conv2d_int8", wl, cfg)
     conv = te.compute(shape, conv_value, name="conv2d_int8", attrs=attrs)
 
+    ob = wl.out_block
+
     def out(n, cb, h, w, *c):  # one variable per index: reverse_compute_at solves them
-        vec, lane = (cb, c[0]) if c else (cb // v, cb % v)  # c: in the block (v == out_block)
+        if ob == v:  # c: in the block
+            vec, lane = cb, c[0]
+        elif c:  # v a multiple of the output block: a vector spans v / ob blocks
+            vec, lane = cb // (v // ob), cb % (v // ob) * ob + c[0]
+        else:
+            vec, lane = cb // v, cb % v
         return conv[n, vec // (t // v), h, w, vec % (t // v), lane]
 
     return te.compute(wl.out_shape(), out, name="conv2d_int8_out")

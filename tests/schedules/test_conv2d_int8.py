@@ -44,6 +44,15 @@ def test_sixteen_lane_target():
     check(TEMPLATE, wl, space(wl, 16).default(), lanes=16)
 
 
+def test_sixteen_lanes_span_two_eight_channel_blocks():
+    wl = conv(16, 7, 9, 32, 3, pad=(1, 1, 1, 1), ib=8, ob=8, batch=2)
+    sp = space(wl, 16)
+    assert sp.knobs["oc_lanes"].values == (8, 16) and sp.default()["oc_lanes"] == 16
+    for cfg in [sp.default(), *sp.sample(4, seed=1)]:  # 8- and 16-lane vectors
+        check(TEMPLATE, wl, cfg, lanes=16)
+    assert space(conv(16, 7, 9, 24, 3), 16).default()["oc_lanes"] == 8  # 24 not in 16s
+
+
 def _scheduled(wl, cfg, target):
     data = te.placeholder(wl.data_shape(), wl.dtype, name="data")
     weight = te.placeholder(TEMPLATE.weight_transform(
