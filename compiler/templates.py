@@ -172,12 +172,13 @@ def _block_of(layout: str) -> int | None:
 
 
 def conv2d_workload(call: relax.Call) -> Conv2dWorkload | None:
-    """The workload of a relax conv2d in NCHW or NCHW[b]c with static shapes, else None."""
+    """The workload of a relax conv2d from and to NCHW or NCHW[b]c (the two blocks may differ:
+    a stem reads NCHW and writes blocks) with static shapes, else None."""
     attrs = call.attrs
-    block = _block_of(str(attrs.data_layout))
+    block, out_block = _block_of(str(attrs.data_layout)), _block_of(str(attrs.out_layout))
     data, weight = _static(call.args[0].ty.shape), _static(call.args[1].ty.shape)
     dtype = str(call.args[0].ty.dtype)
-    if block is None or str(attrs.out_layout) != str(attrs.data_layout) or None in (data, weight):
+    if None in (block, out_block, data, weight):
         return None
     dtypes = (dtype, str(call.args[1].ty.dtype), str(attrs.out_dtype or "") or dtype)
     if dtypes not in _CONV_DTYPES:
@@ -193,7 +194,7 @@ def conv2d_workload(call: relax.Call) -> Conv2dWorkload | None:
         stride_h=int(attrs.strides[0]), stride_w=int(attrs.strides[1]),
         pad_top=pad[0], pad_left=pad[1], pad_bottom=pad[2], pad_right=pad[3],
         dilation_h=int(attrs.dilation[0]), dilation_w=int(attrs.dilation[1]),
-        groups=int(attrs.groups), in_block=block, out_block=block, dtype=dtype,
+        groups=int(attrs.groups), in_block=block, out_block=out_block, dtype=dtype,
     )  # fmt: skip
 
 

@@ -52,6 +52,13 @@ def _blockable(call, block: int) -> bool:
     return (groups == 1 or depthwise) and cin % block == 0 and cout % block == 0
 
 
+def _blocked_out(call, block: int) -> bool:
+    """A plain conv whose output channels the block divides though its inputs are not (3 image
+    channels): it reads NCHW and writes NCHW[b]c itself, without a layout transform after it."""
+    shape = _channels(call)
+    return shape is not None and shape[2] == 1 and shape[1] % block == 0
+
+
 def _macs(call) -> int:
     """Multiply-adds of a conv; 0 when a dim is symbolic (it then weighs nothing in the choice)."""
     out, weight = call.ty.shape, call.args[1].ty.shape
@@ -85,9 +92,10 @@ class ConvertLayoutNCHWc:
     TVM 0.27's ConvertLayout cannot convert between two blocked layouts, so a function uses one
     block; it leaves resize2d and concat in NCHW, so this pass then moves a resize2d, or a
     concat along channels, whose inputs were unblocked into the blocked layout itself (an
-    FPN's upsampling and merge). A conv whose channels the block does not divide (see
-    pad-channels), a grouped (not depthwise) conv and conv2d_transpose stay NCHW, with
-    layout_transforms at the boundary.
+    FPN's upsampling and merge). A conv whose output channels the block divides but not its
+    input channels (a stem on 3 image channels) reads NCHW and writes NCHW[b]c. A conv whose
+    output channels the block does not divide (see pad-channels), a grouped (not depthwise)
+    conv and conv2d_transpose stay NCHW, with layout_transforms at the boundary.
     Example (Relax TVMScript, block=16, x: (1, 32, 8, 8)):
         before:  a = R.nn.conv2d(x, w, padding=[1, 1, 1, 1])
                  y = R.nn.relu(a)
@@ -156,6 +164,8 @@ def _layout_callback(block: int):
         if op != _CONV:
             return {}
         if not _blockable(call, block):
+            if _blocked_out(call, block):  # a model's stem: image channels in, blocks out
+                return {_CONV: ["NCHW", "OIHW", f"NCHW{block}c"]}
             return {_CONV: ["NCHW", "OIHW"]}
         _, _, groups = _channels(call)
         kernel = f"OIHW1i{block}o" if groups > 1 else f"OIHW{block}i{block}o"

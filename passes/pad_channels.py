@@ -32,7 +32,7 @@ class PadChannels:
     padded channels hold finite values that zero weights ignore) and the convs on both sides
     become blockable: convert-layout-nchwc blocks channels only in multiples of its block, and
     a conv it leaves in NCHW costs two layout transforms and stays out of int8 (PP-OCRv4 det's
-    FPN reduces 48, 72 and 192 channels to 12, 18 and 42 before expanding them to 96).
+    FPN reduces 48, 96 and 192 channels to 12, 18 and 42 before expanding them to 96).
     Runs before convert-layout-nchwc.
 
     Options:

@@ -145,7 +145,7 @@ def schedule_rest(sch: s_tir.Schedule, done_loop, lanes: int) -> None:
         if str(sch.get(blk).name_hint) in nest or not _untouched(sch, blk):
             continue
         if _is_reduction(sch, blk):
-            _parallel_spatial(sch, blk)
+            _parallel_spatial(sch, blk, lanes)
             continue
         if not _point_reads(sch, blk):
             continue
@@ -166,7 +166,7 @@ def _feeds_a_reduction_and_more(sch: s_tir.Schedule, block) -> bool:
     return len(consumers) > 1 and any(_is_reduction(sch, c) for c in consumers)
 
 
-def _parallel_spatial(sch: s_tir.Schedule, block) -> None:
+def _parallel_spatial(sch: s_tir.Schedule, block, lanes: int) -> None:
     """Run a reduction's leading loops in parallel where each binds a spatial iterator
     one to one (softmax's rows, a mean pool's channels): each instance reduces alone, in the
     same order as before."""
@@ -180,10 +180,44 @@ def _parallel_spatial(sch: s_tir.Schedule, block) -> None:
         lead.append(loop)
     if not lead or _trip_count(sch, lead) < 2:
         return
+    inner = _vector_channel(sch, block, lead, lanes)
+    if inner is not None:
+        lead = lead[:-1]
     try:
-        sch.parallel(sch.fuse(*lead) if len(lead) > 1 else lead[0])
+        if lead:
+            sch.parallel(sch.fuse(*lead) if len(lead) > 1 else lead[0])
+        if inner is not None:
+            reduce = sch.get_loops(block)[-_reductions(sch, block) :]
+            sch.reorder(*reduce, inner)
+            init = sch.decompose_reduction(block, reduce[0])
+            sch.vectorize(sch.get_loops(init)[-1])
+            # the update's channel loop, under its reduction loops, is not a loop s_tir can
+            # vectorize (no compact dataflow below it); contiguous and innermost, LLVM does
     except s_tir.schedule.ScheduleError:
-        pass  # not a plain nest over the block: leave it serial
+        pass  # not a plain nest over the block: leave it as far as it got
+
+
+def _reductions(sch: s_tir.Schedule, block) -> int:
+    return sum(iv.iter_type != 0 for iv in sch.get(block).iter_vars)
+
+
+def _vector_channel(sch: s_tir.Schedule, block, lead, lanes: int):
+    """The last of a reduction's leading spatial loops, when only reduction loops follow it,
+    it indexes the innermost dimension of what the block reads, and its extent is a vector
+    width (NCHW[x]c's channel block under a pool over h, w): with that loop innermost the
+    sum reads memory in order, a vector per pixel, instead of a strided scalar sum per
+    channel (det's 96 x 160 x 160 pool: 1.24 -> 0.18 ms). Else None."""
+    loops = sch.get_loops(block)
+    last = lead[-1]
+    if len(loops) != len(lead) + _reductions(sch, block) or int(sch.get(last).extent) not in (
+        _widths(lanes)
+    ):
+        return None
+    var = sch.get(block).iter_vars[len(lead) - 1].var
+    reads = sch.get(block).reads
+    if not reads or not all(r.region[-1].min.same_as(var) for r in reads):
+        return None
+    return last
 
 
 def _trip_count(sch: s_tir.Schedule, loops) -> int:

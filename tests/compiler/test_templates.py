@@ -186,3 +186,15 @@ def test_reductions_run_rows_in_parallel_and_softmax_takes_each_exp_once():
     e = np.exp(data.astype(np.float64) - data.max(axis=-1, keepdims=True))
     # float32 sums of 6625 terms, serial per row: about 1e-5 relative
     np.testing.assert_allclose(run(data), e / e.sum(axis=-1, keepdims=True), rtol=1e-4, atol=1e-9)
+
+
+def test_pool_over_a_blocked_layout_sums_channel_vectors():
+    shape = (1, 3, 20, 24, 8)  # NCHW8c
+    text, run = _one_op_kernel(shape, lambda bb, x: relax.op.mean(x, axis=[2, 3], keepdims=True))
+    assert "in T.parallel(T.int64(3))" in text  # channel blocks in parallel
+    # each block's sum reads a vector of 8 channels per pixel, in memory order
+    assert "in T.grid(T.int64(20), T.int64(24), T.int64(8))" in text
+    data = np.random.default_rng(0).standard_normal(shape).astype(np.float32)
+    np.testing.assert_allclose(
+        run(data), data.mean(axis=(2, 3), keepdims=True), rtol=1e-5, atol=1e-6
+    )

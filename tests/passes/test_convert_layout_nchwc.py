@@ -218,3 +218,28 @@ def test_resize_and_channel_concat_between_blocked_convs_stay_blocked():
     arrays = [rng.standard_normal([int(d) for d in p.ty.shape]).astype("float32")
               for p in Before["main"].params]  # fmt: skip
     np.testing.assert_allclose(_run(after, *arrays), _run(Before, *arrays), rtol=1e-4, atol=1e-4)
+
+
+def test_stem_on_image_channels_writes_blocks_itself():
+    @I.ir_module
+    class Before:
+        @R.function
+        def main(
+            x: R.Tensor((1, 3, 8, 8), "float32"),
+            w1: R.Tensor((16, 3, 3, 3), "float32"),
+            w2: R.Tensor((16, 16, 1, 1), "float32"),
+        ):
+            with R.dataflow():
+                a = R.nn.relu(R.nn.conv2d(x, w1, strides=[2, 2], padding=[1, 1, 1, 1]))
+                y = R.nn.conv2d(a, w2)
+                R.output(y)
+            return y
+
+    after = CancelInversePairs()(ConvertLayoutNCHWc(block=8)(Before))
+    layouts = [(str(c.attrs.data_layout), str(c.attrs.out_layout))
+               for c in _calls(after, "relax.nn.conv2d")]  # fmt: skip
+    assert layouts == [("NCHW", "NCHW8c"), ("NCHW8c", "NCHW8c")]
+    rng = np.random.default_rng(0)
+    arrays = [rng.standard_normal([int(d) for d in p.ty.shape]).astype("float32")
+              for p in Before["main"].params]  # fmt: skip
+    np.testing.assert_allclose(_run(after, *arrays), _run(Before, *arrays), rtol=1e-4, atol=1e-4)

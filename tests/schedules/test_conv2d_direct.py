@@ -25,6 +25,7 @@ SHAPES = [
     conv(32, 7, 9, 48, 1, ib=16, ob=16),  # 1x1, no padding stage
     conv(16, 7, 9, 32, 3, pad=(2, 0, 0, 2), ib=8, ob=16, batch=2),  # in block != out block
     conv(8, 6, 5, 16, 3, pad=(1, 1, 1, 1), ib=4, ob=1),  # blocked in, NCHW out
+    conv(3, 12, 12, 16, 3, s=2, pad=(1, 1, 1, 1), ib=1, ob=8),  # a stem: NCHW in, blocks out
     conv(5, 6, 7, 1, 3, pad=(1, 1, 1, 1)),  # one output channel (a head), odd C
 ]
 IDS = [f"{wl.describe()} b{wl.in_block}-{wl.out_block}" for wl in SHAPES]
