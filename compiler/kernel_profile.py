@@ -82,6 +82,7 @@ def profile_kernels(
     times = []
     for (name, shapes), count in calls.items():
         args = [tvm.runtime.tensor(_random(rng, s, d), dev) for s, d in shapes]
+        lib[name](*args)  # warm up: page in fresh arguments, wake the thread pool
         timer = lib.time_evaluator(name, dev, number=number, repeat=repeat)
         ms = float(np.median(timer(*args).results)) * 1e3
         times.append(KernelTime(name, count, ms, shapes))

@@ -6,6 +6,7 @@ from . import (  # noqa: F401  (imported to register)
     convert_layout_nchwc,
     cse,
     dce,
+    decompose_for_inference,
     expand_clip,
     fake_quantize,
     fold_batchnorm,

@@ -175,9 +175,10 @@ def _layout_callback(block: int):
 
 
 def _reblock(func: relax.Function) -> relax.Function:
-    """resize2d(unblock(x)) -> unblock(resize2d(x) in NCHW[b]c), and concat(unblock(x_i),
-    axis=1) -> unblock(concat(x_i, axis=1)): the unblock then meets the next blocked op's
-    transform, and cancel-inverse-pairs removes both."""
+    """resize2d(unblock(x)) -> unblock(resize2d(x) in NCHW[b]c), concat(unblock(x_i),
+    axis=1) -> unblock(concat(x_i, axis=1)), and f(unblock(x), scalars) -> unblock(f(x,
+    scalars)) for an elementwise f: the unblock then meets the next blocked op's transform, and
+    cancel-inverse-pairs removes both."""
     return _Reblock().visit_expr(func)
 
 
@@ -190,6 +191,13 @@ class _Reblock(relax.PyExprMutator):
             unblock = self._unblocked(call.args[0])
             if unblock is not None:
                 return self._resize(call, unblock)
+        if name in _SCALAR_ELEMENTWISE and call.args:
+            unblock = self._unblocked(call.args[0])
+            if unblock is not None and all(_scalar(a) for a in call.args[1:]):
+                inner = self.builder_.emit(
+                    relax.Call(call.op, [unblock.args[0], *call.args[1:]], call.attrs)
+                )
+                return relax.Call(unblock.op, [inner], unblock.attrs)
         if name == "relax.concat" and call.attrs.axis is not None and int(call.attrs.axis) == 1:
             fields = call.args[0].fields if isinstance(call.args[0], relax.Tuple) else []
             unblocks = [self._unblocked(f) for f in fields]
@@ -219,6 +227,22 @@ class _Reblock(relax.PyExprMutator):
             )
         )  # fmt: skip
         return relax.Call(unblock.op, [resized], unblock.attrs)  # the same unblock, after
+
+
+# ops that compute each element alone from it and scalars: they commute with any layout change
+# (a QDQ model's clamps after a resize)
+_SCALAR_ELEMENTWISE = {
+    "relax.maximum", "relax.minimum", "relax.add", "relax.subtract", "relax.multiply",
+    "relax.divide", "relax.clip", "relax.nn.relu", "relax.sigmoid", "relax.tanh",
+}  # fmt: skip
+
+
+def _scalar(expr) -> bool:
+    """A scalar: a constant tensor of one element, or a number (clip's bounds)."""
+    if not isinstance(expr, tvm.ir.Constant):  # FloatImm / IntImm are Constants too
+        return False
+    shape = getattr(expr.value, "shape", ())
+    return all(int(d) == 1 for d in shape)
 
 
 def _unblock_factor(call) -> int | None:

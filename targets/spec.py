@@ -22,7 +22,8 @@ def default_graph_pipeline(block: int) -> str:
     channel counts are padded to a multiple of 8 (or of a smaller block), the block det's FPN
     takes on AVX-512 too, without padding 12 channels to 16 and 18 to 32."""
     return (
-        "fold-constant,fold-batchnorm,simplify-reshape,conv-transpose-to-matmul,expand-clip,"
+        "fold-constant,fold-batchnorm,decompose-for-inference,simplify-reshape,"
+        "conv-transpose-to-matmul,expand-clip,"
         f"scalarize-constants,pad-channels{{multiple={min(block, 8)}}},"
         f"convert-layout-nchwc{{block={block}}},fold-constant,cancel-inverse-pairs,cse,dce"
     )

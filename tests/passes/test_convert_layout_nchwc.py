@@ -243,3 +243,26 @@ def test_stem_on_image_channels_writes_blocks_itself():
     arrays = [rng.standard_normal([int(d) for d in p.ty.shape]).astype("float32")
               for p in Before["main"].params]  # fmt: skip
     np.testing.assert_allclose(_run(after, *arrays), _run(Before, *arrays), rtol=1e-4, atol=1e-4)
+
+
+def test_clamps_after_a_resize_stay_blocked():
+    """A QDQ model clamps every value to its quantized range: after a resize too."""
+
+    @I.ir_module
+    class Before:
+        @R.function
+        def main(x: R.Tensor((1, 16, 4, 4), "float32"), w: R.Tensor((16, 16, 1, 1), "float32")):
+            with R.dataflow():
+                up = R.image.resize2d(R.nn.conv2d(x, w), R.shape([8, 8]), method="nearest_neighbor")
+                m = R.minimum(R.maximum(up, R.const(-1.0, "float32")), R.const(1.0, "float32"))
+                y = R.nn.conv2d(R.clip(m, -0.5, 0.5), w)
+                R.output(y)
+            return y
+
+    after = CancelInversePairs()(ConvertLayoutNCHWc(block=8)(Before))
+    for op in ("relax.maximum", "relax.minimum", "relax.clip"):
+        assert all(len(c.ty.shape) == 5 for c in _calls(after, op)), op
+    rng = np.random.default_rng(0)
+    arrays = [rng.standard_normal([int(d) for d in p.ty.shape]).astype("float32")
+              for p in Before["main"].params]  # fmt: skip
+    np.testing.assert_allclose(_run(after, *arrays), _run(Before, *arrays), rtol=1e-4, atol=1e-4)
