@@ -5,7 +5,7 @@ QDQ model: on int8 kernels with its own parameters (`--quantize qdq`), and as it
 kernels' peak: conv2d_int8 against conv2d_direct (fp32) on one compute-bound layer, which bounds
 what int8 can gain on this CPU. Writes docs/INT8_SPEED.md.
 
-    .venv/bin/python bench/int8_speed.py [--threads 2] [--repeat 20] [--size 640]
+    .venv/bin/python bench/int8_speed.py [--threads 2] [--repeat 40] [--size 640]
 
 Calibration: minmax over rendered text images (sample_inputs, seeds 1-4); timing input: seed 0.
 """
@@ -90,7 +90,7 @@ def time_by_category(imported, spec, threads: int) -> dict[str, float]:
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--threads", type=int, default=2)
-    parser.add_argument("--repeat", type=int, default=20)
+    parser.add_argument("--repeat", type=int, default=40)
     parser.add_argument("--size", type=int, default=640)
     args = parser.parse_args()
     api.set_threads(args.threads)
@@ -124,22 +124,26 @@ def main() -> int:
         builds = [("tilecc fp32", det, {}), ("tilecc int8 (--quantize)", det, {"quantize": table}),
                   ("tilecc int8 on the QDQ model (--quantize qdq)", qdq, {"quantize": "qdq"}),
                   ("tilecc on the QDQ model, Q/DQ in fp32", qdq, {})]  # fmt: skip
-        timings = {}
-        for name, model, extra in builds:
+        runners = {}
+        for k, (name, model, extra) in enumerate(builds):
             say(f"compiling {name}")
             start = time.perf_counter()
-            so = api.compile_model(model, "x86", tmp / "m.so", {"x": list(shape)},
+            so = api.compile_model(model, "x86", tmp / f"m{k}.so", {"x": list(shape)},
                                    threads=args.threads, **extra)  # fmt: skip
             compiled = CompiledModel(so)
             out = compiled.run(inputs)[compiled.outputs[0].name]
             reference = ort_int8 if model == qdq else fp32_ref
-            timings[name] = api.time_host_model(compiled, inputs, args.repeat)
+            runners[name] = api.host_runner(compiled, inputs)
             err = np.abs(out - reference)
             notes.append(
                 f"| {name} | {'ORT int8' if model == qdq else 'ORT fp32'} | "
                 f"{err.mean():.2e} | {err.max():.3f} | {time.perf_counter() - start:.0f} s |"
             )
+        say(f"timing the tilecc builds, taking turns, {args.repeat} runs each")
+        timings = api.time_interleaved(runners, args.repeat)
         say("timing ONNX Runtime fp32 and int8 (QDQ)")
+        # one session after the other: a session's threads spin after each run and would slow
+        # the other's run if they took turns
         timings["ORT fp32"] = api.time_ort(det, inputs, args.threads, args.repeat)
         timings["ORT int8 (QDQ)"] = api.time_ort(qdq, inputs, args.threads, args.repeat)
         say("timing each kernel of the fp32 and int8 builds alone")
@@ -166,7 +170,8 @@ def main() -> int:
         "",
         f"PP-OCRv4 det at {args.size}x{args.size} on this host ({cpu}, {os.cpu_count()} cores, "
         f"{platform.machine()}), {args.threads} threads, median of {args.repeat} runs, one run "
-        f"of the script ({time.strftime('%Y-%m-%d')}).",
+        f"of the script ({time.strftime('%Y-%m-%d')}); the tilecc builds take turns run by run, "
+        "so a drift of this VM shifts each alike (ORT's sessions run one after the other).",
         "",
         "| build | median ms | min ms | speed vs tilecc fp32 |",
         "|---|---|---|---|",

@@ -14,6 +14,7 @@ import statistics
 import sys
 import tempfile
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -211,19 +212,35 @@ class Timing:
         return Timing(statistics.median(ms), min(ms), max(ms))
 
 
-def time_host_model(compiled: CompiledModel, inputs, repeat: int, warmup: int = 2) -> Timing:
+def host_runner(compiled: CompiledModel, inputs) -> Callable[[], object]:
+    """A no-argument call that runs `compiled` once on `inputs` (converted once, up front)."""
     import tvm
 
     func = compiled.host_callable()
     args = [tvm.runtime.tensor(a) for a in compiled.check_inputs(inputs)]
-    for _ in range(warmup):
-        func(*args)
-    samples = []
+    return lambda: func(*args)
+
+
+def time_interleaved(
+    runners: dict[str, Callable[[], object]], repeat: int, warmup: int = 2
+) -> dict[str, Timing]:
+    """Time each runner `repeat` times, taking turns (a, b, c, a, b, c, ...): a slow drift of
+    the machine (another tenant, the clock) then shifts every runner alike instead of
+    whichever ran during it, so the ratios hold even when the absolute times wander."""
+    for run in runners.values():
+        for _ in range(warmup):
+            run()
+    samples: dict[str, list[float]] = {name: [] for name in runners}
     for _ in range(repeat):
-        start = time.perf_counter()
-        func(*args)
-        samples.append(time.perf_counter() - start)
-    return Timing.of(samples)
+        for name, run in runners.items():
+            start = time.perf_counter()
+            run()
+            samples[name].append(time.perf_counter() - start)
+    return {name: Timing.of(s) for name, s in samples.items()}
+
+
+def time_host_model(compiled: CompiledModel, inputs, repeat: int, warmup: int = 2) -> Timing:
+    return time_interleaved({"model": host_runner(compiled, inputs)}, repeat, warmup)["model"]
 
 
 def time_ort(model: str | Path | bytes, inputs, threads: int, repeat: int, warmup: int = 2):
