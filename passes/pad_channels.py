@@ -169,7 +169,9 @@ def _elementwise(call, channels: int, result) -> bool:
     if call.op.name == "relax.divide" and not isinstance(call.args[1], tvm.ir.Constant):
         return False
     shape = result.ty.shape
-    return shape is not None and len(shape) == 4 and int(shape[1]) == channels
+    if shape is None or len(shape) != 4:
+        return False
+    return isinstance(shape[1], tvm.tirx.IntImm) and int(shape[1]) == channels
 
 
 def _pad_axis(array: np.ndarray, axis: int, size: int, value: float = 0.0) -> np.ndarray:

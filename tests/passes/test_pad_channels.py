@@ -173,3 +173,16 @@ def test_det_convs_are_all_blocked_on_x86():
 
 def _op(expr):
     return getattr(expr.op, "name", None) if isinstance(expr, relax.Call) else None
+
+
+def test_symbolic_spatial_size_still_pads():
+    h, w = tvm.tirx.Var("h", "int64"), tvm.tirx.Var("w", "int64")
+
+    def before(bb, x):
+        a = bb.emit(relax.op.nn.conv2d(x, W1))
+        return relax.op.nn.conv2d(bb.emit(relax.op.add(a, BIAS)), W2, padding=[1, 1, 1, 1])
+
+    after = PadChannels(multiple=8)(module(before, x_shape=(1, 48, h, w)))
+    relax.analysis.well_formed(after)
+    first = after["main"].body.blocks[0].bindings[0].value
+    assert tuple(int(d) for d in first.args[1].ty.shape) == (16, 48, 1, 1)
