@@ -192,7 +192,8 @@ def _parallel_spatial(sch: s_tir.Schedule, block, lanes: int) -> None:
             init = sch.decompose_reduction(block, reduce[0])
             sch.vectorize(sch.get_loops(init)[-1])
             # the update's channel loop, under its reduction loops, is not a loop s_tir can
-            # vectorize (no compact dataflow below it); contiguous and innermost, LLVM does
+            # vectorize (no compact dataflow below it): contiguous and innermost, it is left
+            # to LLVM
     except s_tir.schedule.ScheduleError:
         pass  # not a plain nest over the block: leave it as far as it got
 
