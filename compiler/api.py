@@ -9,6 +9,7 @@ outputs = tilecc.run_model("det.so", inputs)
 from __future__ import annotations
 
 import dataclasses
+import functools
 import os
 import statistics
 import sys
@@ -247,11 +248,5 @@ def time_ort(model: str | Path | bytes, inputs, threads: int, repeat: int, warmu
     from .reference import ort_session
 
     session = ort_session(model, threads)
-    for _ in range(warmup):
-        session.run(None, inputs)
-    samples = []
-    for _ in range(repeat):
-        start = time.perf_counter()
-        session.run(None, inputs)
-        samples.append(time.perf_counter() - start)
-    return Timing.of(samples)
+    run = functools.partial(session.run, None, inputs)
+    return time_interleaved({"ort": run}, repeat, warmup)["ort"]

@@ -188,11 +188,11 @@ class _Reblock(relax.PyExprMutator):
         call = super().visit_call_(call)
         name = getattr(call.op, "name", "")
         if name == "relax.image.resize2d" and str(call.attrs.layout) == "NCHW":
-            unblock = self._unblocked(call.args[0])
+            unblock, block = self._unblocked(call.args[0])
             if unblock is not None:
-                return self._resize(call, unblock)
+                return self._resize(call, unblock, block)
         if name in _SCALAR_ELEMENTWISE and call.args:
-            unblock = self._unblocked(call.args[0])
+            unblock, _ = self._unblocked(call.args[0])
             if unblock is not None and all(_scalar(a) for a in call.args[1:]):
                 inner = self.builder_.emit(
                     relax.Call(call.op, [unblock.args[0], *call.args[1:]], call.attrs)
@@ -201,27 +201,29 @@ class _Reblock(relax.PyExprMutator):
         if name == "relax.concat" and call.attrs.axis is not None and int(call.attrs.axis) == 1:
             fields = call.args[0].fields if isinstance(call.args[0], relax.Tuple) else []
             unblocks = [self._unblocked(f) for f in fields]
-            factors = {_unblock_factor(u) if u is not None else None for u in unblocks}
-            if fields and None not in factors and len(factors) == 1:
-                joined = self.builder_.emit(relax.op.concat([u.args[0] for u in unblocks], axis=1))
-                return relax.Call(unblocks[0].op, [joined], unblocks[0].attrs)
+            if fields and len({block for _, block in unblocks}) == 1 and unblocks[0][0] is not None:
+                joined = self.builder_.emit(
+                    relax.op.concat([u.args[0] for u, _ in unblocks], axis=1)
+                )
+                first = unblocks[0][0]
+                return relax.Call(first.op, [joined], first.attrs)
         return call
 
     def _unblocked(self, expr):
-        """The unblocking layout_transform bound to `expr`, if it is one."""
+        """(the unblocking layout_transform bound to `expr`, its block), or (None, None)."""
         value = self.lookup_binding(expr) if isinstance(expr, relax.Var) else None
         if isinstance(value, relax.Call) and getattr(value.op, "name", "") == _LAYOUT:
-            if _unblock_factor(value) is not None:
-                return value
-        return None
+            block = _unblock_factor(value)
+            if block is not None:
+                return value, block
+        return None, None
 
-    def _resize(self, call, unblock):
+    def _resize(self, call, unblock, block: int):
         attrs = call.attrs
         resized = self.builder_.emit(
             relax.op.image.resize2d(
-                unblock.args[0], call.args[1], [float(r) for r in attrs.roi],
-                f"NCHW{_unblock_factor(unblock)}c", attrs.method,
-                attrs.coordinate_transformation_mode, attrs.rounding_method,
+                unblock.args[0], call.args[1], [float(r) for r in attrs.roi], f"NCHW{block}c",
+                attrs.method, attrs.coordinate_transformation_mode, attrs.rounding_method,
                 float(attrs.cubic_alpha), int(attrs.cubic_exclude),
                 float(attrs.extrapolation_value), attrs.out_dtype,
             )

@@ -8,7 +8,7 @@ from tvm import relax
 from .registry import register_pass
 
 
-@register_pass("decompose-for-inference", scope="module")
+@register_pass("decompose-for-inference", scope="function")
 class DecomposeForInference:
     """Rewrite each inference-mode batch_norm that fold-batchnorm could not fold into a conv
     (a QDQ model's clamp sits between them; a batch_norm after an add) as
@@ -26,17 +26,10 @@ class DecomposeForInference:
     it with the moving statistics); every other op (layer_norm included).
     """
 
-    def transform_module(self, mod, ctx):
-        updates = {}
-        for gvar, func in mod.functions_items():
-            if isinstance(func, relax.Function) and not _trains(func):
-                single = relax.transform.DecomposeOpsForInference()(tvm.IRModule({gvar: func}))
-                updates[gvar] = single[gvar.name_hint]
-        if not updates:
-            return mod
-        functions = dict(mod.functions_items())
-        functions.update(updates)
-        return tvm.IRModule(functions, attrs=mod.attrs)
+    def transform_function(self, func, mod, ctx):
+        if _trains(func):
+            return func
+        return relax.transform.DecomposeOpsForInference()(tvm.IRModule({"f": func}))["f"]
 
 
 def _trains(func: relax.Function) -> bool:

@@ -156,7 +156,7 @@ def schedule_rest(sch: s_tir.Schedule, done_loop, lanes: int) -> None:
 
 
 def _is_reduction(sch: s_tir.Schedule, block) -> bool:
-    return any(iv.iter_type != 0 for iv in sch.get(block).iter_vars)
+    return _reductions(sch, block) > 0
 
 
 def _feeds_a_reduction_and_more(sch: s_tir.Schedule, block) -> bool:

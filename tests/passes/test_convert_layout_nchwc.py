@@ -189,6 +189,14 @@ def _run(mod, *arrays):
     return vm["main"](*[tvm.runtime.tensor(a) for a in arrays]).numpy()
 
 
+def assert_same_values(after, before):
+    """`after` computes what `before` does, on random values for main's parameters."""
+    rng = np.random.default_rng(0)
+    arrays = [rng.standard_normal([int(d) for d in p.ty.shape]).astype("float32")
+              for p in before["main"].params]  # fmt: skip
+    np.testing.assert_allclose(_run(after, *arrays), _run(before, *arrays), rtol=1e-4, atol=1e-4)
+
+
 def test_resize_and_channel_concat_between_blocked_convs_stay_blocked():
     @I.ir_module
     class Before:
@@ -214,10 +222,7 @@ def test_resize_and_channel_concat_between_blocked_convs_stay_blocked():
     assert all(len(c.ty.shape) == 5 for c in _calls(after, "relax.concat"))
     # x and the three weights are blocked once each; y is unblocked once; nothing between
     assert len(_calls(after, "relax.layout_transform")) == 5
-    rng = np.random.default_rng(0)
-    arrays = [rng.standard_normal([int(d) for d in p.ty.shape]).astype("float32")
-              for p in Before["main"].params]  # fmt: skip
-    np.testing.assert_allclose(_run(after, *arrays), _run(Before, *arrays), rtol=1e-4, atol=1e-4)
+    assert_same_values(after, Before)
 
 
 def test_stem_on_image_channels_writes_blocks_itself():
@@ -239,10 +244,7 @@ def test_stem_on_image_channels_writes_blocks_itself():
     layouts = [(str(c.attrs.data_layout), str(c.attrs.out_layout))
                for c in _calls(after, "relax.nn.conv2d")]  # fmt: skip
     assert layouts == [("NCHW", "NCHW8c"), ("NCHW8c", "NCHW8c")]
-    rng = np.random.default_rng(0)
-    arrays = [rng.standard_normal([int(d) for d in p.ty.shape]).astype("float32")
-              for p in Before["main"].params]  # fmt: skip
-    np.testing.assert_allclose(_run(after, *arrays), _run(Before, *arrays), rtol=1e-4, atol=1e-4)
+    assert_same_values(after, Before)
 
 
 def test_clamps_after_a_resize_stay_blocked():
@@ -262,7 +264,4 @@ def test_clamps_after_a_resize_stay_blocked():
     after = CancelInversePairs()(ConvertLayoutNCHWc(block=8)(Before))
     for op in ("relax.maximum", "relax.minimum", "relax.clip"):
         assert all(len(c.ty.shape) == 5 for c in _calls(after, op)), op
-    rng = np.random.default_rng(0)
-    arrays = [rng.standard_normal([int(d) for d in p.ty.shape]).astype("float32")
-              for p in Before["main"].params]  # fmt: skip
-    np.testing.assert_allclose(_run(after, *arrays), _run(Before, *arrays), rtol=1e-4, atol=1e-4)
+    assert_same_values(after, Before)
