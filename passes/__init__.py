@@ -12,6 +12,7 @@ from . import (  # noqa: F401  (imported to register)
     fold_batchnorm,
     fold_constant,
     fuse_conv_act,
+    multiply_by_reciprocal,
     pad_channels,
     quantize_int8,
     scalarize_constants,

@@ -25,7 +25,8 @@ def default_graph_pipeline(block: int) -> str:
         "fold-constant,fold-batchnorm,decompose-for-inference,simplify-reshape,"
         "conv-transpose-to-matmul,expand-clip,"
         f"scalarize-constants,pad-channels{{multiple={min(block, 8)}}},"
-        f"convert-layout-nchwc{{block={block}}},fold-constant,cancel-inverse-pairs,cse,dce"
+        f"convert-layout-nchwc{{block={block}}},fold-constant,cancel-inverse-pairs,"
+        "multiply-by-reciprocal,cse,dce"
     )
 
 
