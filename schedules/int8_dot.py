@@ -11,6 +11,11 @@ An instruction or two does that on each ISA:
                   ymm (AVX512-VNNI with VL, or AVX-VNNI)
     aarch64       sdot (s8 x s8 to s32, +dotprod): 4 lanes
 
+A vector may also span `pixels` output pixels (x86: 2 pixels x 8 channels on zmm, for NCHW8c
+outputs): lanes [p * channels, (p + 1) * channels) take pixel p's 4 data bytes, so each weight
+vector holds the channels' weights once per pixel. A[p, k] is then a [pixels, 4] region whose
+rows lie one input block apart, and the data operand is built from one broadcast per pixel.
+
 vpmaddubsw saturates its s16 pair sums (255 * 127 * 2 overflows), so where a template could
 tensorize into it, weights are quantized to [-63, 63] (`weight_max`), the trade oneDNN makes on
 AVX2: then no sum saturates and the kernel equals its integer reference bit for bit. VNNI and
@@ -26,7 +31,29 @@ from tvm.s_tir import TensorIntrin
 from tvm.script import tirx as T
 
 
-def _desc(lanes: int, data_dtype: str):
+def _desc(pixels: int, channels: int, data_dtype: str):
+    if pixels == 1:  # no pixel loop: a template's unit pixel loop is simplified away
+        return _desc_one_pixel(channels, data_dtype)
+
+    @T.prim_func(s_tir=True)
+    def desc(a: T.handle, b: T.handle, c: T.handle) -> None:
+        A = T.match_buffer(a, (pixels, 4), data_dtype, offset_factor=1, strides=[T.int32(), 1])
+        B = T.match_buffer(b, (pixels, channels, 4), "int8", offset_factor=1)
+        C = T.match_buffer(c, (pixels, channels), "int32", offset_factor=1)
+        with T.sblock("root"):
+            T.reads(C[0:pixels, 0:channels], A[0:pixels, 0:4], B[0:pixels, 0:channels, 0:4])
+            T.writes(C[0:pixels, 0:channels])
+            for p, i, k in T.grid(pixels, channels, 4):
+                with T.sblock("update"):
+                    vp, vi, vk = T.axis.remap("SSR", [p, i, k])
+                    C[vp, vi] = C[vp, vi] + T.cast(A[vp, vk], "int32") * T.cast(
+                        B[vp, vi, vk], "int32"
+                    )
+
+    return desc
+
+
+def _desc_one_pixel(lanes: int, data_dtype: str):
     @T.prim_func(s_tir=True)
     def desc(a: T.handle, b: T.handle, c: T.handle) -> None:
         A = T.match_buffer(a, (4,), data_dtype, offset_factor=1)
@@ -35,31 +62,62 @@ def _desc(lanes: int, data_dtype: str):
         with T.sblock("root"):
             T.reads(C[0:lanes], A[0:4], B[0:lanes, 0:4])
             T.writes(C[0:lanes])
-            for i in T.serial(0, lanes):
-                for k in T.serial(0, 4):
-                    with T.sblock("update"):
-                        vi, vk = T.axis.remap("SR", [i, k])
-                        C[vi] = C[vi] + T.cast(A[vk], "int32") * T.cast(B[vi, vk], "int32")
+            for i, k in T.grid(lanes, 4):
+                with T.sblock("update"):
+                    vi, vk = T.axis.remap("SR", [i, k])
+                    C[vi] = C[vi] + T.cast(A[vk], "int32") * T.cast(B[vi, vk], "int32")
 
     return desc
 
 
-def _impl(lanes: int, data_dtype: str, combine):
-    """`combine(acc, data, weights)`: the new int32 accumulators from the old ones, the 4 data
-    bytes broadcast to every lane (as 4 * lanes bytes) and the [lanes, 4] weight bytes."""
+def _impl(pixels: int, channels: int, data_dtype: str, combine):
+    """`combine(acc, data, weights)`: the new int32 accumulators from the old ones, each pixel's
+    4 data bytes broadcast to its lanes (as 4 * lanes bytes) and the [lanes, 4] weight bytes."""
+    lanes = pixels * channels
+
+    def word(A, p):
+        index = [0] if pixels == 1 else [p, 0]
+        return T.reinterpret(A.vload(index, f"{data_dtype}x4"), dtype="int32")
+
+    def broadcast_data(A):
+        words = [T.broadcast(word(A, p), channels) for p in range(pixels)]
+        width = channels
+        while len(words) > 1:  # concatenate, pairwise
+            width *= 2
+            pairs = zip(words[::2], words[1::2], strict=True)
+            words = [T.vectorcombine(f"int32x{width}", w, x) for w, x in pairs]
+        return T.reinterpret(words[0], dtype=f"{data_dtype}x{4 * lanes}")
+
+    if pixels == 1:
+
+        @T.prim_func(s_tir=True)
+        def impl_one_pixel(a: T.handle, b: T.handle, c: T.handle) -> None:
+            A = T.match_buffer(a, (4,), data_dtype, offset_factor=1)
+            B = T.match_buffer(b, (lanes, 4), "int8", offset_factor=1)
+            C = T.match_buffer(c, (lanes,), "int32", offset_factor=1)
+            with T.sblock("root"):
+                T.reads(C[0:lanes], A[0:4], B[0:lanes, 0:4])
+                T.writes(C[0:lanes])
+                C[T.ramp(T.int32(0), 1, lanes)] = combine(
+                    C.vload([0], f"int32x{lanes}"),
+                    broadcast_data(A),
+                    B.vload([0, 0], f"int8x{4 * lanes}"),
+                )
+
+        return impl_one_pixel
 
     @T.prim_func(s_tir=True)
     def impl(a: T.handle, b: T.handle, c: T.handle) -> None:
-        A = T.match_buffer(a, (4,), data_dtype, offset_factor=1)
-        B = T.match_buffer(b, (lanes, 4), "int8", offset_factor=1)
-        C = T.match_buffer(c, (lanes,), "int32", offset_factor=1)
+        A = T.match_buffer(a, (pixels, 4), data_dtype, offset_factor=1, strides=[T.int32(), 1])
+        B = T.match_buffer(b, (pixels, channels, 4), "int8", offset_factor=1)
+        C = T.match_buffer(c, (pixels, channels), "int32", offset_factor=1)
         with T.sblock("root"):
-            T.reads(C[0:lanes], A[0:4], B[0:lanes, 0:4])
-            T.writes(C[0:lanes])
-            word = T.reinterpret(A.vload([0], f"{data_dtype}x4"), dtype="int32")
-            data = T.reinterpret(T.broadcast(word, lanes), dtype=f"{data_dtype}x{4 * lanes}")
-            C[T.ramp(T.int32(0), 1, lanes)] = combine(
-                C.vload([0], f"int32x{lanes}"), data, B.vload([0, 0], f"int8x{4 * lanes}")
+            T.reads(C[0:pixels, 0:channels], A[0:pixels, 0:4], B[0:pixels, 0:channels, 0:4])
+            T.writes(C[0:pixels, 0:channels])
+            C[0, T.ramp(T.int32(0), 1, lanes)] = combine(
+                C.vload([0, 0], f"int32x{lanes}"),
+                broadcast_data(A),
+                B.vload([0, 0, 0], f"int8x{4 * lanes}"),
             )
 
     return impl
@@ -113,8 +171,21 @@ _INTRINSICS = {
     "tilecc_dot_4x4_i8i8i32_sdot": ("int8", 4, {"dotprod"}, _sdot),
 }
 _SATURATING = {"tilecc_dot_8x4_u8i8i32_avx2", "tilecc_dot_16x4_u8i8i32_avx512"}
+PIXELS = (1, 2, 4)  # pixels per vector an instruction may span (lanes / pixels channels each)
+
+
+def _registered_name(name: str, pixels: int) -> str:
+    return name if pixels == 1 else name.replace("tilecc_dot_", f"tilecc_dot_{pixels}px_")
+
+
 for _name, (_dtype, _lanes, _, _combine) in _INTRINSICS.items():
-    TensorIntrin.register(_name, _desc(_lanes, _dtype), _impl(_lanes, _dtype, _combine))
+    for _pixels in PIXELS:
+        if _lanes % _pixels == 0 and _lanes // _pixels >= 4:
+            TensorIntrin.register(
+                _registered_name(_name, _pixels),
+                _desc(_pixels, _lanes // _pixels, _dtype),
+                _impl(_pixels, _lanes // _pixels, _dtype, _combine),
+            )
 
 
 def target_features(target) -> frozenset[str]:
@@ -129,16 +200,19 @@ def target_features(target) -> frozenset[str]:
     return frozenset(features)
 
 
-def intrinsic(data_dtype: str, lanes: int, features) -> str | None:
-    """The tensor intrinsic for `lanes` int32 accumulators over `data_dtype` data on a CPU with
-    `features` (LLVM feature names: avx2, avx512bw, avx512vnni, avxvnni, dotprod), else None
-    (the template's loops stay plain). VNNI comes before pmaddubsw where both apply."""
+def intrinsic(data_dtype: str, lanes: int, features, pixels: int = 1) -> str | None:
+    """The tensor intrinsic for `lanes` int32 accumulators (over `pixels` output pixels) over
+    `data_dtype` data on a CPU with `features` (LLVM feature names: avx2, avx512bw, avx512vnni,
+    avxvnni, dotprod), else None (the template's loops stay plain). VNNI comes before
+    pmaddubsw where both apply."""
     fits = [
         name
         for name, (dtype, width, needs, _) in _INTRINSICS.items()
         if dtype == data_dtype and width == lanes and needs <= set(features)
     ]
-    return fits[-1] if fits else None
+    if not fits or lanes % pixels or lanes // pixels < 4:
+        return None
+    return _registered_name(fits[-1], pixels)
 
 
 def weight_max(data_dtype: str, features) -> int:

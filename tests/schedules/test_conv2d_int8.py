@@ -7,7 +7,7 @@ from template_harness import check
 from tvm import s_tir, te
 
 from tilecc.schedules import int8_dot
-from tilecc.schedules.conv2d_int8 import TEMPLATE, space
+from tilecc.schedules.conv2d_int8 import TEMPLATE, space, vector_shape
 from tilecc.schedules.space import ConfigError
 from tilecc.schedules.template import template_blocks
 from tilecc.schedules.workload import Conv2dWorkload
@@ -47,10 +47,33 @@ def test_sixteen_lane_target():
 def test_sixteen_lanes_span_two_eight_channel_blocks():
     wl = conv(16, 7, 9, 32, 3, pad=(1, 1, 1, 1), ib=8, ob=8, batch=2)
     sp = space(wl, 16)
-    assert sp.knobs["oc_lanes"].values == (8, 16) and sp.default()["oc_lanes"] == 16
-    for cfg in [sp.default(), *sp.sample(4, seed=1)]:  # 8- and 16-lane vectors
-        check(TEMPLATE, wl, cfg, lanes=16)
-    assert space(conv(16, 7, 9, 24, 3), 16).default()["oc_lanes"] == 8  # 24 not in 16s
+    assert sp.knobs["vector"].values == ("8c", "16c", "2x8c")
+    for vector in sp.knobs["vector"].values:  # 8 and 16 channels, 2 pixels x 8 channels
+        for cfg in [sp.default(), *sp.sample(2, seed=1)]:
+            check(TEMPLATE, wl, sp.check({**cfg, "vector": vector}), lanes=16)
+    assert "16c" not in space(conv(16, 7, 9, 24, 3), 16).knobs["vector"].values  # 24 not in 16s
+
+
+@pytest.mark.parametrize(
+    "wl",
+    [
+        conv(96, 12, 16, 24, 3, pad=(1, 1, 1, 1)),  # det's FPN: 24 channels, zmm only by pixels
+        conv(16, 6, 9, 32, 1),  # 1x1, odd width: the last tile's pixel pair straddles the edge
+        conv(16, 7, 9, 8, 3, pad=(1, 1, 1, 1), d=1, ob=8, ib=16),
+    ],
+    ids=lambda wl: wl.describe(),
+)
+def test_pixel_pairs_fill_sixteen_lanes(wl):
+    sp = space(wl, 16)
+    assert "2x8c" in sp.knobs["vector"].values
+    for cfg in [sp.default(), *sp.sample(3, seed=2)]:
+        check(TEMPLATE, wl, sp.check({**cfg, "vector": "2x8c"}), lanes=16)
+
+
+def test_pixel_pairs_only_where_pixels_sit_one_block_apart():
+    assert "2x8c" not in space(conv(16, 9, 11, 16, 3, s=2), 16).knobs["vector"].values
+    assert "2x8c" not in space(conv(16, 1, 1, 16, 1), 16).knobs["vector"].values  # one pixel
+    assert space(conv(96, 160, 160, 24, 3, pad=(1, 1, 1, 1)), 16).default()["vector"] == "2x8c"
 
 
 def _scheduled(wl, cfg, target):
@@ -61,7 +84,8 @@ def _scheduled(wl, cfg, target):
     sch = s_tir.Schedule(tvm.IRModule({"main": te.create_prim_func([data, weight, out])}))
     (block,) = template_blocks(sch)
     with target:
-        TEMPLATE.schedule(sch, block, wl, cfg, cfg["oc_lanes"])
+        p, v = vector_shape(cfg)
+        TEMPLATE.schedule(sch, block, wl, cfg, p * v)
     return sch.mod
 
 
@@ -114,8 +138,8 @@ def test_weight_range_follows_the_instruction():
 def test_space_and_applies():
     wl = SHAPES[0]
     sp = space(wl, 8)
-    assert sp.knobs["oc_lanes"].values == (8,)
-    for bad in ({"tile_oc": 12}, {"oc_lanes": 4}, {"tile_ow": 9}):  # not a multiple of v, ...
+    assert sp.knobs["vector"].values == ("8c",)
+    for bad in ({"tile_oc": 12}, {"vector": "4c"}, {"tile_ow": 9}):  # not a multiple of v, ...
         with pytest.raises(ConfigError):
             sp.check({**sp.default(), **bad})
     cfg = sp.default()
