@@ -4,7 +4,8 @@ Graph passes (compiler/pass_pipeline.py) run before this. Here every target runs
 stages (library dispatch, legalize, dataflow lowering, finalize), with tilecc's kernel
 templates at legalization: conv2d and dense legalize to a template's compute
 (`LegalizeOps(customize_legalize_map=...)`), and after operator fusion each fused kernel that
-holds a template's block gets the template's schedule (compiler/templates.py).
+holds a template's block gets the template's schedule (compiler/templates.py). exp, sigmoid,
+silu and softmax legalize to vectorizable forms (compiler/fast_math.py).
 """
 
 from __future__ import annotations
@@ -13,12 +14,14 @@ import tvm
 from tvm import relax
 from tvm.relax.backend.cpu_generic import pipeline as cpu_generic
 
+from .fast_math import LEGALIZE
 from .templates import TemplatePlan, schedule_templates
 
 
 def legalize_passes(plan: TemplatePlan | None) -> list[tvm.transform.Pass]:
-    """TVM's CPU legalize stage, with `plan`'s templates (None: TVM's generic computes)."""
-    legalize = relax.transform.LegalizeOps(plan.legalize_map() if plan else None)
+    """TVM's CPU legalize stage, with `plan`'s templates (None: TVM's generic computes) and
+    vectorizable exp / sigmoid / silu / softmax (compiler/fast_math.py)."""
+    legalize = relax.transform.LegalizeOps({**LEGALIZE, **(plan.legalize_map() if plan else {})})
     passes = [
         legalize,
         relax.transform.AnnotateTIROpPattern(),
