@@ -298,12 +298,13 @@ def int8_coverage(path: Path, shape: list[int]) -> str:
     counted on the pipeline quantize-int8 runs after, with the pass's own rule."""
     from tilecc.compiler.build import optimize
     from tilecc.passes.fake_quantize import is_anchor
-    from tilecc.passes.quantize_int8 import supported  # the pass's own test, not a copy
+    from tilecc.passes.quantize_int8 import supported, supported_matmul  # the pass's own tests
 
     mod = optimize(api.import_model(path, {"x": shape}), get_target("x86"))
     calls = [b.value for block in mod["main"].body.blocks for b in block.bindings]
     anchors = [c for c in calls if is_anchor(c)]
-    int8 = sum(c.op.name == "relax.nn.conv2d" and supported(c) for c in anchors)
+    rule = {"relax.nn.conv2d": supported, "relax.matmul": supported_matmul}
+    int8 = sum(rule[c.op.name](c) for c in anchors)
     return f"{int8} of {len(anchors)}"
 
 
@@ -354,7 +355,8 @@ def report(
         "int8 against fake-quant of the same table: how closely the fp32 preview predicts the "
         "int8 build. They differ by design where int8 kernels do not apply: fake-quant rounds "
         "the input of every conv2d and matmul, the int8 build runs only convs with input "
-        "channels in blocks of 4 (NCHW[4k]c, or depthwise) in int8 and keeps the rest in fp32. "
+        "channels in blocks of 4 (NCHW[4k]c, or depthwise) and matmuls whose K is a multiple "
+        "of 4 in int8 and keeps the rest in fp32. "
         f"conv2d / matmul in int8: det {coverage['det']}, rec {coverage['rec']}.",
         "",
         *table(["calibration", *header[2:]], vs_rows),

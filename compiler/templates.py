@@ -237,24 +237,30 @@ def _kernel_to_oihw(weight: te.Tensor, layout: str) -> te.Tensor:
     return te.compute(shape, value, name="kernel_oihw")
 
 
+# (data, weight, output) dtypes of a matmul a dense template computes
+_DENSE_DTYPES = {
+    ("float32", "float32", "float32"): "float32",
+    ("uint8", "int8", "int32"): "uint8",  # quantize-int8's matmuls (x86)
+    ("int8", "int8", "int32"): "int8",  # (aarch64)
+}
+
+
 def dense_workload(call: relax.Call) -> DenseWorkload | None:
-    """matmul(x, W) with W a constant [k, n] and static float32 shapes, as a dense workload."""
+    """matmul(x, W) with W a constant [k, n] and static shapes, float32 or 8-bit data by int8
+    weights into int32, as a dense workload."""
     data, weight = call.args
     if not isinstance(weight, tvm.ir.Constant):
         return None
     dshape, wshape = _static(data.ty.shape), _static(weight.ty.shape)
     if dshape is None or wshape is None or len(wshape) != 2 or len(dshape) < 2:
         return None
-    if (
-        str(data.ty.dtype) != "float32"
-        or str(weight.ty.dtype) != "float32"
-        or dshape[-1] != wshape[0]
-    ):
+    dtypes = (str(data.ty.dtype), str(weight.ty.dtype), str(call.ty.dtype))
+    if dtypes not in _DENSE_DTYPES or dshape[-1] != wshape[0]:
         return None
     m = 1
     for d in dshape[:-1]:
         m *= d
-    return DenseWorkload(m=m, n=wshape[1], k=wshape[0])
+    return DenseWorkload(m=m, n=wshape[1], k=wshape[0], dtype=_DENSE_DTYPES[dtypes])
 
 
 def schedule_templates(plan: TemplatePlan) -> tvm.transform.Pass:

@@ -1,4 +1,5 @@
-"""quantize-int8: each calibrated conv2d as an 8-bit x int8 -> int32 conv, requantized to fp32."""
+"""quantize-int8: each calibrated conv2d / matmul as an 8-bit x int8 -> int32 op, requantized to
+fp32."""
 
 from __future__ import annotations
 
@@ -23,7 +24,7 @@ _ZERO_SHIFT = {"uint8": 128, "int8": 0}
 
 @register_pass("quantize-int8", scope="function")
 class QuantizeInt8:
-    """Replace each conv2d the quantization table calibrated by the same conv in integers:
+    """Replace each conv2d and matmul the quantization table calibrated by the same op in integers:
     its input quantized to 8 bits with the table's scale s and zero point z, padded with z
     (so padding is still 0.0; a conv pads with zeros itself when z is 0, as after a ReLU on
     uint8 data), convolved with the weights rounded per output channel to
@@ -43,9 +44,12 @@ class QuantizeInt8:
                  p = R.nn.pad(q, [0, 0, 0, 0, 1, 1, 1, 1, 0, 0], pad_value=z + 128)
                  a = R.nn.conv2d(p, Wq, kernel_layout="OIHW", out_dtype="int32", ...)
                  y = R.multiply(R.astype(R.subtract(a, corr), "float32"), s * sw)
-    Leaves alone: matmuls; convs the table does not name; convs whose input channels are not
-    in 4-channel groups (NCHW[4k]c; depthwise convs need not be), which the int8 kernels reduce
-    4 at a time (a model's first conv, on 3 image channels, stays fp32).
+    A matmul by constant weights W [K, N] is requantized the same way per output column:
+    (acc - z * sum_k(Wq[:, n])) * s * sw[n].
+    Leaves alone: ops the table does not name; convs whose input channels are not in 4-channel
+    groups (NCHW[4k]c; depthwise convs need not be) and matmuls whose K is not a multiple of 4,
+    which the int8 kernels reduce 4 at a time (a model's first conv, on 3 image channels, stays
+    fp32); matmuls with dynamic shapes.
     """
 
     def __init__(
@@ -89,12 +93,17 @@ class _QuantizeInt8(relax.PyExprMutator):
         key = anchor_key(original, self.count)
         self.count += 1
         params = self.opts.activations.get(key)
-        if params is None or original.op.name != "relax.nn.conv2d" or not supported(original):
+        if params is None:
             return call
-        return self._int8_conv(call, original.args[0], params)
+        if original.op.name == "relax.matmul" and supported_matmul(original):
+            return self._int8_matmul(call, original.args[0], params)
+        if original.op.name == "relax.nn.conv2d" and supported(original):
+            return self._int8_conv(call, original.args[0], params)
+        return call
 
-    def _int8_conv(self, call, x, params):
-        attrs, opts = call.attrs, self.opts
+    def _quantized_input(self, call, x, params) -> tuple[relax.Expr, int, float]:
+        """x as 8-bit data (emitted once per activation), its zero point and its scale."""
+        opts = self.opts
         zero = int(params["zero_point"]) + _ZERO_SHIFT[opts.data_dtype]
         scale = float(params["scale"])
         if x not in self.quantized:
@@ -106,7 +115,33 @@ class _QuantizeInt8(relax.PyExprMutator):
                     out_dtype=opts.data_dtype,
                 )
             )
-        data = self.quantized[x]
+        return self.quantized[x], zero, scale
+
+    def _int8_matmul(self, call, x, params):
+        opts = self.opts
+        data, zero, scale = self._quantized_input(call, x, params)
+        weight = call.args[1].value.numpy()  # [K, N]
+        scales = weight_scales(weight, opts.per_channel, 1, opts.weight_max)
+        scales = np.broadcast_to(scales, (weight.shape[1],))
+        wq = quantize_weight(weight, scales, 1, opts.weight_max)
+        acc = self.builder_.emit(relax.op.matmul(data, relax.const(wq), out_dtype="int32"))
+        correction = zero * wq.astype(np.int64).sum(axis=0)
+        shifted = relax.op.subtract(acc, relax.const(correction.astype(np.int32)))
+        real = relax.op.astype(self.builder_.emit(shifted), "float32")
+        out = relax.op.multiply(
+            self.builder_.emit(real), relax.const((scale * scales).astype("f4"))
+        )
+        mean = params.get("channel_mean")
+        if not opts.bias_correction or mean is None:
+            return out
+        shift = bias_shift(weight, wq * scales.reshape(1, -1), np.asarray(mean), "matmul")
+        if shift is None:  # means of another length: x's first consumer was a conv
+            return out
+        return relax.op.subtract(self.builder_.emit(out), relax.const(shift.astype("f4")))
+
+    def _int8_conv(self, call, x, params):
+        attrs, opts = call.attrs, self.opts
+        data, zero, scale = self._quantized_input(call, x, params)
         pad = [int(p) for p in attrs.padding]  # top, left, bottom, right
         if any(pad) and zero != 0:  # the int8 conv pads with 0: right only for zero point 0
             width = [0, 0] * len(data.ty.shape)
@@ -155,6 +190,20 @@ def supported(call) -> bool:
     if groups == channels > 1:
         return True
     return groups == 1 and block % 4 == 0
+
+
+def supported_matmul(call) -> bool:
+    """matmul(x, W) with W a constant [K, N], static shapes and K a multiple of 4."""
+    weight = call.args[1]
+    shape = call.args[0].ty.shape
+    if len(weight.ty.shape) != 2 or shape is None:
+        return False
+    try:
+        k = int(shape[-1])
+        [int(d) for d in shape]
+    except (TypeError, ValueError):
+        return False
+    return k == int(weight.ty.shape[0]) and k % 4 == 0
 
 
 def _padded_mean(mean: np.ndarray, weight: np.ndarray) -> np.ndarray:

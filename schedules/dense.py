@@ -53,15 +53,21 @@ def _ceil(a: int, b: int) -> int:
 
 
 def space(wl, lanes: int) -> Space:
+    return register_tile_space(SPACE, wl, lanes, unroll_k=lambda v: wl.k % v == 0)
+
+
+def register_tile_space(base: Space, wl, lanes: int, **more) -> Space:
+    """`base` (knobs tile_m, tile_n, order, ...) restricted to `wl` (and by `more`), with the
+    register tile's defaults for `lanes`; dense_int8 shares it."""
     # At most 4 vectors per row when rows share them (4 x tile_m accumulators + 4 weights in 32
     # registers), 8 for one row. Space has no joint constraints, so tile_m 8 x 4 vectors stays in
     # (it spills: slow, not wrong).
     widest = (8 if wl.m == 1 else 4) * lanes
-    sp = SPACE.restrict(
+    sp = base.restrict(
         tile_m=lambda v: v <= wl.m,
         tile_n=lambda v: v % lanes == 0 and v <= min(_ceil(wl.n, lanes), widest),
-        unroll_k=lambda v: wl.k % v == 0,
         order=lambda v: wl.m > 1 or v == "nm",  # one row: both orders are the same loop
+        **more,
     )
     # GEMV streams the weight once: one row, four vectors of independent FMAs per k step.
     tile_m, tile_n = (1, 4 * lanes) if wl.m == 1 else _DEFAULTS.get(lanes, (4, 2 * lanes))
@@ -113,7 +119,7 @@ def schedule(sch: s_tir.Schedule, block, wl, cfg, lanes: int) -> None:
     outer = (jo, io) if cfg["order"] == "nm" else (io, jo)
     sch.reorder(*outer, ko, ki, ii, jv, jl)
     tile = sch.fuse(*outer)
-    epilogue = _fuse_epilogue(sch, block, tile)
+    epilogue = fuse_epilogue_at_tile(sch, block, tile)
     # Predicated (tail) tiles scalarize their vector stores; partitioning the tile loop keeps
     # that to the last tiles. The accumulator stays a "global" buffer: LowerTVMBuiltin puts
     # those under 1 KiB on the stack, while "local" ones always go to the workspace allocator.
@@ -123,7 +129,7 @@ def schedule(sch: s_tir.Schedule, block, wl, cfg, lanes: int) -> None:
         sch.unroll(loop)
     sch.vectorize(jl)
     for blk in epilogue:
-        *rows, cols = _loops_under(sch, blk, tile)
+        *rows, cols = loops_under(sch, blk, tile)
         cols, vector = sch.split(cols, [None, lanes])
         for loop in (*rows, cols):
             sch.unroll(loop)  # constant indices keep the accumulator tile in registers
@@ -132,7 +138,7 @@ def schedule(sch: s_tir.Schedule, block, wl, cfg, lanes: int) -> None:
     schedule_rest(sch, tile, lanes)  # what could not join the tile: a row reduction and after
 
 
-def _fuse_epilogue(sch: s_tir.Schedule, block, tile) -> list:
+def fuse_epilogue_at_tile(sch: s_tir.Schedule, block, tile) -> list:
     """Run the crop and the blocks after it per output tile, under `tile`; returns the blocks
     computed there (the others were inlined into them). Unlike template.fuse_epilogue, the crop
     goes to the tile first (nothing inlines into a reduction), the last block is inlined when it
@@ -165,7 +171,7 @@ def _sole_consumer(sch: s_tir.Schedule, block) -> bool:
     return len(producers) == 1 and len(sch.get_consumers(producers[0])) == 1
 
 
-def _loops_under(sch: s_tir.Schedule, block, outer) -> list:
+def loops_under(sch: s_tir.Schedule, block, outer) -> list:
     loops = sch.get_loops(block)
     outer = sch.get(outer)
     return loops[[sch.get(loop).same_as(outer) for loop in loops].index(True) + 1 :]

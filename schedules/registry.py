@@ -16,6 +16,7 @@ TEMPLATE_MODULES = {
     "conv2d_winograd": "tilecc.schedules.conv2d_winograd",
     "depthwise": "tilecc.schedules.depthwise",
     "dense": "tilecc.schedules.dense",
+    "dense_int8": "tilecc.schedules.dense_int8",
 }
 
 

@@ -1,5 +1,6 @@
-"""quantize-int8: calibrated convs become 8-bit x int8 -> int32 convs with zero-point padding
-and an fp32 requantization; IR in / IR out, and the numbers against a NumPy integer reference."""
+"""quantize-int8: calibrated convs and matmuls become 8-bit x int8 -> int32 ops (convs with
+zero-point padding) and an fp32 requantization; IR in / IR out, and the numbers against a NumPy
+integer reference."""
 
 import json
 
@@ -119,6 +120,17 @@ def int8_conv(x, w, params, dtype, weight_max, groups=1):
     return (acc - corr[None, :, None, None]) * (scale * sw)[None, :, None, None]
 
 
+def int8_matmul(v, w, params, dtype, weight_max):
+    """v @ w ([K, N] weights, per-column scales) in integers (int64), requantized to float."""
+    shift = 128 if dtype == "uint8" else 0
+    scale, zero = params["scale"], params["zero_point"] + shift
+    lo, hi = (0, 255) if dtype == "uint8" else (-128, 127)
+    q = np.clip(np.round(v.astype(np.float64) / scale) + zero, lo, hi).astype(np.int64)
+    sw = weight_scales(w, True, 1, weight_max)
+    wq = quantize_weight(w, sw, 1, weight_max).astype(np.int64)
+    return (q @ wq - zero * wq.sum(axis=0)) * (scale * sw)
+
+
 @pytest.mark.parametrize("dtype,weight_max", [("uint8", 63), ("int8", 127)])
 def test_blocked_and_depthwise_convs_run_in_integers(tmp_path, dtype, weight_max):
     opts = dict(data_dtype=dtype, weight_max=weight_max)
@@ -132,15 +144,18 @@ def test_blocked_and_depthwise_convs_run_in_integers(tmp_path, dtype, weight_max
         assert str(conv.attrs.kernel_layout) == "OIHW" and str(conv.args[0].ty.dtype) == dtype
         assert str(conv.args[1].ty.dtype) == "int8"
         assert np.abs(conv.args[1].value.numpy()).max() <= weight_max
-    assert [c.op.name for c in calls(after)].count("relax.matmul") == 1  # matmuls stay fp32
+    (matmul,) = [c for c in calls(after) if c.op.name == "relax.matmul"]
+    assert str(matmul.args[0].ty.dtype) == dtype and str(matmul.ty.dtype) == "int32"
+    assert np.abs(matmul.args[1].value.numpy()).max() <= weight_max
 
     x = RNG.uniform(-3.0, 4.0, (1, 2, 6, 7, 8)).astype("float32")  # some of it clips
     img = RNG.uniform(-1, 1, (1, 3, 6, 7)).astype("float32")
     v = RNG.uniform(-1, 1, (3, 16)).astype("float32")
     m, b, c = run(after, x, img, v)
-    m_ref, _, c_ref = run(module(), x, img, v)
-    np.testing.assert_allclose(m, m_ref, rtol=1e-5)  # untouched ops compute as before
-    np.testing.assert_allclose(c, c_ref, rtol=1e-5)
+    _, _, c_ref = run(module(), x, img, v)
+    np.testing.assert_allclose(c, c_ref, rtol=1e-5)  # the untouched conv computes as before
+    expected_m = int8_matmul(v, W_DENSE.T, A_PARAMS, dtype, weight_max)
+    np.testing.assert_allclose(m, expected_m, rtol=1e-5, atol=1e-5)
     a = int8_conv(unblock(x), oihw(W_CONV), A_PARAMS, dtype, weight_max)
     dw = oihw(W_DW)
     expected = int8_conv(a.astype(np.float32), dw, B_PARAMS, dtype, weight_max, groups=16)
@@ -173,9 +188,27 @@ def test_a_shared_input_is_quantized_once(tmp_path):
     assert names.count("relax.quantize") == 1 and names.count("relax.nn.pad") == 0  # 1x1
 
 
-def test_no_change_for_convs_the_table_does_not_name(tmp_path):
-    after = QuantizeInt8(table(tmp_path, {"matmul:0": A_PARAMS}))(module())
+def test_no_change_for_ops_the_table_does_not_name(tmp_path):
+    after = QuantizeInt8(table(tmp_path, {"conv2d:7": A_PARAMS}))(module())
     tvm.ir.assert_structural_equal(after, module())
+
+
+def test_matmul_whose_k_is_not_in_fours_stays_fp32(tmp_path):
+    @I.ir_module
+    class Odd:
+        @R.function
+        def main(v: R.Tensor((3, 6), "float32"), w: R.Tensor((6, 5), "float32")):
+            R.func_attr({"num_input": 1})
+            with R.dataflow():
+                m = R.matmul(v, w)
+                R.output(m)
+            return m
+
+    odd = relax.transform.BindParams("main", {"w": tvm.runtime.tensor(W_DENSE[:, :6].T.copy())})(
+        Odd
+    )
+    after = QuantizeInt8(table(tmp_path, {"matmul:0": A_PARAMS}))(odd)
+    tvm.ir.assert_structural_equal(after, odd)
 
 
 def test_bad_options_are_named(tmp_path):
@@ -260,3 +293,18 @@ def test_mean_of_a_conv_input_pad_channels_widened_is_padded_with_zeros():
     np.testing.assert_array_equal(_padded_mean(mean, weight), np.r_[mean, np.zeros(4)])
     weight[0, 13] = 1.0  # a real 16-channel conv: a 12-entry mean is not its own
     assert _padded_mean(mean, weight) is mean
+
+
+def test_matmul_bias_correction(tmp_path):
+    mean_v = RNG.uniform(-1, 1, 16)
+    entries = {"matmul:0": dict(A_PARAMS, channel_mean=mean_v.tolist())}
+    after = QuantizeInt8(table(tmp_path, entries), weight_max=63)(module())
+    x = RNG.uniform(-3.0, 4.0, (1, 2, 6, 7, 8)).astype("float32")
+    img = RNG.uniform(-1, 1, (1, 3, 6, 7)).astype("float32")
+    v = RNG.uniform(-1, 1, (3, 16)).astype("float32")
+    m, _, _ = run(after, x, img, v)
+    w = W_DENSE.T
+    sw = weight_scales(w, True, 1, 63)
+    shift = bias_shift(w, quantize_weight(w, sw, 1, 63) * sw, mean_v, "matmul")
+    expected = int8_matmul(v, w, A_PARAMS, "uint8", 63) - shift
+    np.testing.assert_allclose(m, expected, rtol=1e-5, atol=1e-5)
