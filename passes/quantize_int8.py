@@ -46,10 +46,12 @@ class QuantizeInt8:
                  y = R.multiply(R.astype(R.subtract(a, corr), "float32"), s * sw)
     A matmul by constant weights W [K, N] is requantized the same way per output column:
     (acc - z * sum_k(Wq[:, n])) * s * sw[n].
-    Leaves alone: ops the table does not name; convs whose input channels are not in 4-channel
-    groups (NCHW[4k]c; depthwise convs need not be) and matmuls whose K is not a multiple of 4,
-    which the int8 kernels reduce 4 at a time (a model's first conv, on 3 image channels, stays
-    fp32); matmuls with dynamic shapes.
+    A conv on plain NCHW data (a stem on 3 image channels) gets its quantized input regrouped
+    into NCHW4c, the channels padded with the zero point and the weights with zero filters: the
+    int8 kernels reduce input channels 4 at a time.
+    Leaves alone: ops the table does not name; convs on blocked data whose block is not a
+    multiple of 4 (NCHW2c; depthwise convs may take any block) or whose output layout differs;
+    matmuls whose K is not a multiple of 4 or whose shapes are dynamic.
     """
 
     def __init__(
@@ -139,23 +141,38 @@ class _QuantizeInt8(relax.PyExprMutator):
             return out
         return relax.op.subtract(self.builder_.emit(out), relax.const(shift.astype("f4")))
 
+    def _in_blocks_of_four(self, data, weight, zero):
+        """NCHW 8-bit data as NCHW4c (channels padded with the zero point up to 4k) and the
+        OIHW weights with zero filters for the padded channels."""
+        channels = weight.shape[1]
+        blocked = relax.op.layout_transform(
+            data, lambda n, c, h, w: (n, c // 4, h, w, c % 4), pad_value=zero
+        )
+        extra = -channels % 4
+        weight = np.pad(weight, ((0, 0), (0, extra), (0, 0), (0, 0)))
+        return self.builder_.emit(blocked), weight
+
     def _int8_conv(self, call, x, params):
         attrs, opts = call.attrs, self.opts
         data, zero, scale = self._quantized_input(call, x, params)
+        weight = _to_oihw(call.args[1].value.numpy(), str(attrs.kernel_layout))
+        data_layout = str(attrs.data_layout)
+        if data_layout == "NCHW" and int(attrs.groups) == 1:  # into NCHW4c, channels padded
+            data, weight = self._in_blocks_of_four(data, weight, zero)
+            data_layout = "NCHW4c"
         pad = [int(p) for p in attrs.padding]  # top, left, bottom, right
         if any(pad) and zero != 0:  # the int8 conv pads with 0: right only for zero point 0
             width = [0, 0] * len(data.ty.shape)
             width[4:8] = [pad[0], pad[2], pad[1], pad[3]]
             data = self.builder_.emit(relax.op.nn.pad(data, width, pad_value=float(zero)))
             pad = [0, 0, 0, 0]
-        weight = _to_oihw(call.args[1].value.numpy(), str(attrs.kernel_layout))
         scales = weight_scales(weight, opts.per_channel, 0, opts.weight_max)
         scales = np.broadcast_to(scales, (weight.shape[0],))
         wq = quantize_weight(weight, scales, 0, opts.weight_max)
         acc = self.builder_.emit(
             relax.op.nn.conv2d(
                 data, relax.const(wq), attrs.strides, pad, attrs.dilation,
-                attrs.groups, attrs.data_layout, "OIHW", attrs.out_layout, "int32",
+                attrs.groups, data_layout, "OIHW", attrs.out_layout, "int32",
             )
         )  # fmt: skip
         layout = str(attrs.out_layout)
@@ -176,20 +193,24 @@ class _QuantizeInt8(relax.PyExprMutator):
 
 
 def supported(call) -> bool:
-    """Plain or blocked NCHW in and out, OIHW-family weights, and input channels in contiguous
-    groups of 4 (NCHW[4k]c); depthwise convs reduce no channels and take any block."""
+    """OIHW-family weights and: input channels in contiguous groups of 4 (NCHW[4k]c) with the
+    same layout out; or plain NCHW in (the pass regroups it into NCHW4c, padding the channels:
+    a stem on 3 image channels) and NCHW or NCHW[b]c out; or a depthwise conv (it reduces no
+    channels) in any one layout."""
     attrs = call.attrs
-    layout, kernel = str(attrs.data_layout), str(attrs.kernel_layout)
+    layout, out, kernel = str(attrs.data_layout), str(attrs.out_layout), str(attrs.kernel_layout)
     match = _BLOCKED.match(layout)
-    if str(attrs.out_layout) != layout or (match is None and layout != "NCHW"):
+    if (match is None and layout != "NCHW") or (out != "NCHW" and _BLOCKED.match(out) is None):
         return False
     if kernel != "OIHW" and _KERNEL.match(kernel) is None:
         return False
     block = int(match.group(1)) if match else 1
     groups, channels = int(attrs.groups), int(call.args[0].ty.shape[1]) * block
     if groups == channels > 1:
-        return True
-    return groups == 1 and block % 4 == 0
+        return out == layout
+    if groups != 1:
+        return False
+    return layout == "NCHW" or (block % 4 == 0 and out == layout)
 
 
 def supported_matmul(call) -> bool:

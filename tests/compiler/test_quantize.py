@@ -164,7 +164,7 @@ def test_cli_int8_build_runs_int8_kernels_and_keeps_the_answer(cli, cls_table, t
     assert 1e-3 < np.abs(int8[name] - fp32).max() < 0.1  # int8 noise, not nothing, not garbage
 
 
-def test_int8_build_has_int8_convs_where_channels_come_in_fours(cls, cls_table):
+def test_int8_build_runs_every_conv_in_int8(cls, cls_table):
     spec = get_target("x86")
     passes = int8_pipeline(cls_table, cls, spec.graph_pipeline, spec)
     convs = []
@@ -176,11 +176,11 @@ def test_int8_build_has_int8_convs_where_channels_come_in_fours(cls, cls_table):
             else None
         ),
     )
-    # NCHW8c convs run int8; only the first (3 image channels, NCHW in) stays fp32: the
-    # squeeze-excite convs on 1x1 maps (2, 10, 22... channels) are padded to blocks of 8
-    assert convs[0] == ("float32", "NCHW")
+    # every conv runs int8: the squeeze-excite convs on 1x1 maps (2, 10, 22... channels) are
+    # padded to blocks of 8, the first (3 image channels, NCHW in) regrouped into NCHW4c
+    assert convs[0] == ("uint8", "NCHW4c")
     assert {dtype for dtype, layout in convs if layout == "NCHW8c"} == {"uint8"}
-    assert [dtype for dtype, _ in convs].count("float32") == 1
+    assert [dtype for dtype, _ in convs].count("float32") == 0
     assert len(convs) == 53
 
 

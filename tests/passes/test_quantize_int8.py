@@ -137,8 +137,11 @@ def test_blocked_and_depthwise_convs_run_in_integers(tmp_path, dtype, weight_max
     after = QuantizeInt8(table(tmp_path), **opts)(module())
     relax.analysis.well_formed(after)
     convs = [c for c in calls(after) if c.op.name == "relax.nn.conv2d"]
-    assert [str(c.ty.dtype) for c in convs] == ["int32", "int32", "float32"]  # first conv: fp32
-    for conv in convs[:2]:
+    assert [str(c.ty.dtype) for c in convs] == ["int32", "int32", "int32"]
+    stem = convs[2]  # 3 image channels, NCHW: regrouped into NCHW4c, channels padded to 4
+    assert str(stem.attrs.data_layout) == "NCHW4c" and str(stem.attrs.out_layout) == "NCHW"
+    assert stem.args[1].ty.shape[1] == 4 and not np.any(stem.args[1].value.numpy()[:, 3])
+    for conv in convs:
         assert [int(p) for p in conv.attrs.padding] == [0, 0, 0, 0]  # padded with z instead
         assert conv.args[0].ty.shape[2] == 8  # 6 rows + 2 of z
         assert str(conv.attrs.kernel_layout) == "OIHW" and str(conv.args[0].ty.dtype) == dtype
@@ -152,8 +155,8 @@ def test_blocked_and_depthwise_convs_run_in_integers(tmp_path, dtype, weight_max
     img = RNG.uniform(-1, 1, (1, 3, 6, 7)).astype("float32")
     v = RNG.uniform(-1, 1, (3, 16)).astype("float32")
     m, b, c = run(after, x, img, v)
-    _, _, c_ref = run(module(), x, img, v)
-    np.testing.assert_allclose(c, c_ref, rtol=1e-5)  # the untouched conv computes as before
+    expected_c = int8_conv(img, W_FIRST, A_PARAMS, dtype, weight_max)
+    np.testing.assert_allclose(c, expected_c, rtol=1e-5, atol=1e-5)
     expected_m = int8_matmul(v, W_DENSE.T, A_PARAMS, dtype, weight_max)
     np.testing.assert_allclose(m, expected_m, rtol=1e-5, atol=1e-5)
     a = int8_conv(unblock(x), oihw(W_CONV), A_PARAMS, dtype, weight_max)
