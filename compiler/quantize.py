@@ -243,7 +243,7 @@ def int8_pipeline(table_path: str | Path, imported: ImportedModel, rest: str, ta
         f"table={Path(table_path).resolve()} data-dtype={target.int8_data} "
         f"weight-max={target.int8_weight_max} per-channel={per_channel}"
     )
-    return f"{rest},quantize-int8{{{options}}},multiply-by-reciprocal,dce"
+    return f"{rest},quantize-int8{{{options}}},multiply-by-reciprocal,fold-affine-chains,dce"
 
 
 QDQ = "qdq"  # `--quantize qdq`: the table comes from the model's own Q/DQ parameters

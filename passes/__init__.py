@@ -9,6 +9,7 @@ from . import (  # noqa: F401  (imported to register)
     decompose_for_inference,
     expand_clip,
     fake_quantize,
+    fold_affine_chains,
     fold_batchnorm,
     fold_constant,
     fuse_conv_act,

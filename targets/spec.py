@@ -26,7 +26,7 @@ def default_graph_pipeline(block: int) -> str:
         "conv-transpose-to-matmul,expand-clip,"
         f"scalarize-constants,pad-channels{{multiple={min(block, 8)}}},"
         f"convert-layout-nchwc{{block={block}}},fold-constant,cancel-inverse-pairs,"
-        "multiply-by-reciprocal,cse,dce"
+        "multiply-by-reciprocal,fold-affine-chains,cse,dce"
     )
 
 

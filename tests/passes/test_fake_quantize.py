@@ -6,6 +6,7 @@ import json
 import numpy as np
 import pytest
 import tvm
+from relax_helpers import op_names
 from tvm import relax
 from tvm.script import ir as I
 from tvm.script import relax as R
@@ -43,19 +44,6 @@ def table(tmp_path, entries):
     return str(path)
 
 
-def ops(mod):
-    names = []
-    relax.analysis.post_order_visit(
-        mod["main"].body,
-        lambda e: (
-            names.append(e.op.name)
-            if isinstance(e, relax.Call) and isinstance(e.op, tvm.ir.Op)
-            else None
-        ),
-    )
-    return names
-
-
 def run(mod, x):
     ex = tvm.compile(mod, target=tvm.target.Target({"kind": "llvm"}))
     return relax.VirtualMachine(ex, tvm.cpu())["main"](tvm.runtime.tensor(x)).numpy()
@@ -71,7 +59,7 @@ def test_a_shared_input_is_quantized_once_and_weights_are_rounded_to_int8(tmp_pa
     entry = {"scale": qp.scale, "zero_point": qp.zero_point}
     after = FakeQuantize(table(tmp_path, {"conv2d:0": entry, "conv2d:1": entry}))(module())
     relax.analysis.well_formed(after)
-    assert ops(after) == [
+    assert op_names(after) == [
         "relax.quantize", "relax.dequantize", "relax.nn.conv2d", "relax.nn.conv2d", "relax.add"
     ]  # fmt: skip
     x = RNG.uniform(-2.0, 3.0, (1, 3, 6, 6)).astype("float32")  # some of it clips
@@ -127,7 +115,7 @@ def test_bias_correction_removes_the_mean_shift_of_rounded_weights(tmp_path):
     plain = FakeQuantize(table(tmp_path, {"conv2d:1": entry}))(module())
     corrected = FakeQuantize(table(tmp_path, {"conv2d:1": with_mean}))(module())
     off = FakeQuantize(table(tmp_path, {"conv2d:1": with_mean}), bias_correction=False)(module())
-    assert ops(corrected).count("relax.subtract") == 1
+    assert op_names(corrected).count("relax.subtract") == 1
     tvm.ir.assert_structural_equal(off, plain)
     conv_a = _conv(x, W1, pad=1)  # conv2d:0 is not in the table
     exact = _conv(xq, W2, pad=0)
@@ -142,4 +130,4 @@ def test_a_mean_of_another_length_is_not_used(tmp_path):
     leaves them alone rather than broadcasting the wrong channels."""
     entry = {"scale": 0.04, "zero_point": 0, "channel_mean": [1.0] * 6}  # x has 3 channels
     mod = FakeQuantize(table(tmp_path, {"conv2d:1": entry}))(module())
-    assert "relax.subtract" not in ops(mod)
+    assert "relax.subtract" not in op_names(mod)
