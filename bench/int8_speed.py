@@ -66,7 +66,7 @@ def kernel_rate(template_name: str, wl, threads: int) -> float:
 GOAL = 1.8  # issue 6: det in int8 this much faster than in fp32
 
 # Where a build's time goes: each fused kernel by what it is (name and data type)
-CATEGORIES = ("int8 conv / depthwise", "fp32 conv / depthwise / dense", "quantize / pad",
+CATEGORIES = ("int8 conv / depthwise / dense", "fp32 conv / depthwise / dense", "quantize / pad",
               "layout transforms", "other (elementwise, pooling, resize, ...)")  # fmt: skip
 
 

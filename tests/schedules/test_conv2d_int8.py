@@ -70,6 +70,14 @@ def test_pixel_pairs_fill_sixteen_lanes(wl):
         check(TEMPLATE, wl, sp.check({**cfg, "vector": "2x8c"}), lanes=16)
 
 
+@pytest.mark.parametrize("lanes,vector", [(16, "4x4c"), (8, "2x4c")])
+def test_pixels_times_four_channel_blocks(lanes, vector):
+    wl = conv(8, 6, 9, 12, 3, pad=(1, 1, 1, 1), ib=4, ob=4)
+    sp = space(wl, lanes)
+    assert vector in sp.knobs["vector"].values and sp.default()["vector"] == vector
+    check(TEMPLATE, wl, sp.default(), lanes=lanes)
+
+
 def test_pixel_pairs_only_where_pixels_sit_one_block_apart():
     assert "2x8c" not in space(conv(16, 9, 11, 16, 3, s=2), 16).knobs["vector"].values
     assert "2x8c" not in space(conv(16, 1, 1, 16, 1), 16).knobs["vector"].values  # one pixel
