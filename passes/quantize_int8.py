@@ -214,17 +214,16 @@ def supported(call) -> bool:
 
 
 def supported_matmul(call) -> bool:
-    """matmul(x, W) with W a constant [K, N], static shapes and K a multiple of 4."""
-    weight = call.args[1]
-    shape = call.args[0].ty.shape
-    if len(weight.ty.shape) != 2 or shape is None:
+    """matmul(x, W) with W a constant [K, N], x of static shape [..., M, K] and K a multiple
+    of 4 (what dense_int8 computes)."""
+    weight, shape = call.args[1], call.args[0].ty.shape
+    if len(weight.ty.shape) != 2 or shape is None or len(shape) < 2:
         return False
     try:
-        k = int(shape[-1])
-        [int(d) for d in shape]
-    except (TypeError, ValueError):
+        dims = [int(d) for d in shape]
+    except (TypeError, ValueError):  # a symbolic dimension
         return False
-    return k == int(weight.ty.shape[0]) and k % 4 == 0
+    return dims[-1] == int(weight.ty.shape[0]) and dims[-1] % 4 == 0
 
 
 def _padded_mean(mean: np.ndarray, weight: np.ndarray) -> np.ndarray:
