@@ -128,18 +128,21 @@ class _QuantizeInt8(relax.PyExprMutator):
         wq = quantize_weight(weight, scales, 1, opts.weight_max)
         acc = self.builder_.emit(relax.op.matmul(data, relax.const(wq), out_dtype="int32"))
         correction = zero * wq.astype(np.int64).sum(axis=0)
-        shifted = relax.op.subtract(acc, relax.const(correction.astype(np.int32)))
-        real = relax.op.astype(self.builder_.emit(shifted), "float32")
-        out = relax.op.multiply(
-            self.builder_.emit(real), relax.const((scale * scales).astype("f4"))
-        )
         mean = params.get("channel_mean")
-        if not opts.bias_correction or mean is None:
+        shift = None  # with means of another length (x's first consumer was a conv), none
+        if opts.bias_correction and mean is not None:
+            shift = bias_shift(weight, wq * scales.reshape(1, -1), np.asarray(mean), "matmul")
+        return self._requantize(acc, correction, scale * scales, shift, relax.const)
+
+    def _requantize(self, acc, correction, rescale, shift, shaped):
+        """(acc - correction) * rescale [- shift]: per-output-channel int / float vectors, each
+        made a constant that broadcasts against acc by `shaped`."""
+        shifted = relax.op.subtract(acc, shaped(correction.astype(np.int32)))
+        real = relax.op.astype(self.builder_.emit(shifted), "float32")
+        out = relax.op.multiply(self.builder_.emit(real), shaped(rescale.astype(np.float32)))
+        if shift is None:
             return out
-        shift = bias_shift(weight, wq * scales.reshape(1, -1), np.asarray(mean), "matmul")
-        if shift is None:  # means of another length: x's first consumer was a conv
-            return out
-        return relax.op.subtract(self.builder_.emit(out), relax.const(shift.astype("f4")))
+        return relax.op.subtract(self.builder_.emit(out), shaped(shift.astype(np.float32)))
 
     def _in_blocks_of_four(self, data, weight, zero):
         """NCHW 8-bit data as NCHW4c (channels padded with the zero point up to 4k) and the
@@ -175,21 +178,17 @@ class _QuantizeInt8(relax.PyExprMutator):
                 attrs.groups, data_layout, "OIHW", attrs.out_layout, "int32",
             )
         )  # fmt: skip
-        layout = str(attrs.out_layout)
         correction = zero * wq.reshape(wq.shape[0], -1).astype(np.int64).sum(axis=1)
-        shifted = relax.op.subtract(acc, _per_channel(correction.astype(np.int32), layout))
-        real = relax.op.astype(self.builder_.emit(shifted), "float32")
-        rescale = _per_channel((scale * scales).astype(np.float32), layout)
-        out = relax.op.multiply(self.builder_.emit(real), rescale)
         mean = params.get("channel_mean")
-        if not opts.bias_correction or mean is None:
-            return out
-        rounded = wq * scales.reshape(-1, 1, 1, 1)
-        mean = _padded_mean(np.asarray(mean), weight)
-        shift = bias_shift(weight, rounded, mean, "conv2d", int(attrs.groups))
-        if shift is None:  # means of another length: x's first consumer was a matmul
-            return out
-        return relax.op.subtract(self.builder_.emit(out), _per_channel(shift.astype("f4"), layout))
+        shift = None  # with means of another length (x's first consumer was a matmul), none
+        if opts.bias_correction and mean is not None:
+            rounded = wq * scales.reshape(-1, 1, 1, 1)
+            mean = _padded_mean(np.asarray(mean), weight)
+            shift = bias_shift(weight, rounded, mean, "conv2d", int(attrs.groups))
+        layout = str(attrs.out_layout)
+        return self._requantize(
+            acc, correction, scale * scales, shift, lambda v: _per_channel(v, layout)
+        )
 
 
 def supported(call) -> bool:

@@ -78,8 +78,13 @@ def _ceil(a: int, b: int) -> int:
 
 
 def vector_shape(cfg) -> tuple[int, int]:
-    """(P, v): pixels and channels of the `vector` knob ('2x8c' -> (2, 8), '16c' -> (1, 16))."""
-    pixels, _, channels = cfg["vector"].rstrip("c").rpartition("x")
+    """(P, v): pixels and channels of the config's `vector` knob."""
+    return _pixels_channels(cfg["vector"])
+
+
+def _pixels_channels(vector: str) -> tuple[int, int]:
+    """'2x8c' -> (2, 8), '16c' -> (1, 16)."""
+    pixels, _, channels = vector.rstrip("c").rpartition("x")
     return int(pixels or 1), int(channels)
 
 
@@ -101,8 +106,9 @@ def _vectors(wl, lanes: int) -> list[str]:
 def space(wl, lanes: int) -> Space:
     vectors = _vectors(wl, lanes)
     regs = _REGISTERS.get(lanes, 16)
-    widest = max(vector_shape({"vector": v})[1] for v in vectors)
-    even = max(vector_shape({"vector": v})[0] for v in vectors)
+    shapes = [_pixels_channels(v) for v in vectors]
+    widest = max(channels for _, channels in shapes)
+    even = max(pixels for pixels, _ in shapes)
     most = max(_ceil(wl.out_channels, widest) * widest, widest)
     sp = SPACE.restrict(
         vector=lambda x: x in vectors,
@@ -117,7 +123,7 @@ def space(wl, lanes: int) -> Space:
     # gather each per-channel constant lane by lane).
     paired = [x for x in vectors if "x" in x]
     vector = f"{lanes}c" if f"{lanes}c" in vectors else (paired or vectors)[0]
-    p, v = vector_shape({"vector": vector})
+    p, v = _pixels_channels(vector)
 
     def score(tr):  # useful lanes x useful columns x accumulators, if the tile fits
         t, r = tr

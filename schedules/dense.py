@@ -128,12 +128,7 @@ def schedule(sch: s_tir.Schedule, block, wl, cfg, lanes: int) -> None:
     for loop in (ki, ii, jv):
         sch.unroll(loop)
     sch.vectorize(jl)
-    for blk in epilogue:
-        *rows, cols = loops_under(sch, blk, tile)
-        cols, vector = sch.split(cols, [None, lanes])
-        for loop in (*rows, cols):
-            sch.unroll(loop)  # constant indices keep the accumulator tile in registers
-        sch.vectorize(vector)
+    vectorize_tile_epilogue(sch, epilogue, tile, lanes)
     sch.decompose_reduction(block, ko)
     schedule_rest(sch, tile, lanes)  # what could not join the tile: a row reduction and after
 
@@ -171,7 +166,18 @@ def _sole_consumer(sch: s_tir.Schedule, block) -> bool:
     return len(producers) == 1 and len(sch.get_consumers(producers[0])) == 1
 
 
-def loops_under(sch: s_tir.Schedule, block, outer) -> list:
+def vectorize_tile_epilogue(sch: s_tir.Schedule, blocks, tile, lanes: int) -> None:
+    """The epilogue `blocks` computed under `tile`: rows and column chunks unrolled, columns in
+    `lanes`-wide vectors (dense_int8 shares it)."""
+    for blk in blocks:
+        *rows, cols = _loops_under(sch, blk, tile)
+        cols, vector = sch.split(cols, [None, lanes])
+        for loop in (*rows, cols):
+            sch.unroll(loop)  # constant indices keep the accumulator tile in registers
+        sch.vectorize(vector)
+
+
+def _loops_under(sch: s_tir.Schedule, block, outer) -> list:
     loops = sch.get_loops(block)
     outer = sch.get(outer)
     return loops[[sch.get(loop).same_as(outer) for loop in loops].index(True) + 1 :]

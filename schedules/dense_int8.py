@@ -24,7 +24,7 @@ import tvm
 from tvm import s_tir, te, tirx
 
 from . import int8_dot
-from .dense import fuse_epilogue_at_tile, loops_under, register_tile_space
+from .dense import fuse_epilogue_at_tile, register_tile_space, vectorize_tile_epilogue
 from .space import Knob, Space
 from .template import Template, annotations, inline_producers, schedule_rest
 
@@ -103,12 +103,7 @@ def schedule(sch: s_tir.Schedule, block, wl, cfg, lanes: int) -> None:
     sch.parallel(tile)
     for loop in (ii, jv):
         sch.unroll(loop)
-    for blk in epilogue:
-        *rows, cols = loops_under(sch, blk, tile)
-        cols, vector = sch.split(cols, [None, lanes])
-        for loop in (*rows, cols):
-            sch.unroll(loop)
-        sch.vectorize(vector)
+    vectorize_tile_epilogue(sch, epilogue, tile, lanes)
     init = sch.decompose_reduction(block, k4)
     sch.vectorize(sch.get_loops(init)[-1])
     target = tvm.target.Target.current(allow_none=True)
