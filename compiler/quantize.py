@@ -40,9 +40,12 @@ from .pass_pipeline import run_pipeline
 from .pipeline import relax_pipeline
 from .runtime import flatten_outputs
 
-TABLE_FORMAT = "tilecc-quant-table-1"
+# Tables name each activation by its op's rank among the conv2d / matmul ops QUANT_PIPELINE
+# leaves; version 2: conv-transpose-to-conv1x1 makes a conv2d_transpose a conv2d (a matmul
+# in version 1), which renumbers the ops of a model that has one
+TABLE_FORMAT = "tilecc-quant-table-2"
 QUANT_PIPELINE = (
-    "fold-constant,fold-batchnorm,simplify-reshape,conv-transpose-to-matmul,fold-constant,"
+    "fold-constant,fold-batchnorm,simplify-reshape,conv-transpose-to-conv1x1,fold-constant,"
     "expand-clip,scalarize-constants,cse,dce"
 )
 
@@ -210,7 +213,13 @@ def read_table(table_path: str | Path, imported: ImportedModel) -> dict:
         table = json.loads(path.read_text())
     except (OSError, ValueError) as exc:
         raise InputError(f"{path}: not a quantization table ({exc})") from exc
-    if not isinstance(table, dict) or table.get("format") != TABLE_FORMAT:
+    found = table.get("format") if isinstance(table, dict) else None
+    if isinstance(found, str) and found.startswith("tilecc-quant-table-") and found != TABLE_FORMAT:
+        raise InputError(
+            f"{path}: a quantization table of format {found}; this tilecc reads {TABLE_FORMAT}"
+            " (its ops are numbered differently): run `tilecc quantize` again"
+        )
+    if found != TABLE_FORMAT:
         raise InputError(f"{path}: not a quantization table (format {TABLE_FORMAT})")
     if table.get("model_sha256") != imported.source_sha256:
         raise InputError(f"{path}: calibrated for another model than {imported.source}")

@@ -2,7 +2,7 @@
 
 from . import (  # noqa: F401  (imported to register)
     cancel_inverse_pairs,
-    conv_transpose_to_matmul,
+    conv_transpose_to_conv1x1,
     convert_layout_nchwc,
     cse,
     dce,

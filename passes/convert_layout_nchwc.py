@@ -90,12 +90,17 @@ class ConvertLayoutNCHWc:
     whose channel counts it divides) hold at least 90 % of the multiply-adds the best of them
     converts: a smaller block converts more convs but fills less of each vector.
     TVM 0.27's ConvertLayout cannot convert between two blocked layouts, so a function uses one
-    block; it leaves resize2d and concat in NCHW, so this pass then moves a resize2d, or a
-    concat along channels, whose inputs were unblocked into the blocked layout itself (an
-    FPN's upsampling and merge). A conv whose output channels the block divides but not its
-    input channels (a stem on 3 image channels) reads NCHW and writes NCHW[b]c. A conv whose
-    output channels the block does not divide (see pad-channels), a grouped (not depthwise)
-    conv and conv2d_transpose stay NCHW, with layout_transforms at the boundary.
+    block; it leaves resize2d, concat and reshapes in NCHW, so this pass then moves into the
+    blocked layout itself: a resize2d, or a concat along channels, whose inputs were
+    unblocked (an FPN's upsampling and merge); an elementwise op with scalars or per-channel
+    constants (a batch norm after a resize or a shuffle); conv-transpose-to-conv1x1's
+    depth-to-space shuffle where the block divides its output channels (whole blocks move);
+    and the leading channels of a one-block value (a conv pad-channels padded), taken as a
+    slice of its lanes that TVM fuses with the consumer.
+    A conv whose output channels the block divides but not its input channels (a stem on 3
+    image channels) reads NCHW and writes NCHW[b]c. A conv whose output channels the block
+    does not divide (see pad-channels), a grouped (not depthwise) conv and conv2d_transpose
+    stay NCHW, with layout_transforms at the boundary.
     Example (Relax TVMScript, block=16, x: (1, 32, 8, 8)):
         before:  a = R.nn.conv2d(x, w, padding=[1, 1, 1, 1])
                  y = R.nn.relu(a)
@@ -176,9 +181,11 @@ def _layout_callback(block: int):
 
 def _reblock(func: relax.Function) -> relax.Function:
     """resize2d(unblock(x)) -> unblock(resize2d(x) in NCHW[b]c), concat(unblock(x_i),
-    axis=1) -> unblock(concat(x_i, axis=1)), and f(unblock(x), scalars) -> unblock(f(x,
-    scalars)) for an elementwise f: the unblock then meets the next blocked op's transform, and
-    cancel-inverse-pairs removes both."""
+    axis=1) -> unblock(concat(x_i, axis=1)), f(unblock(x), c) -> unblock(f(x, c')) for an
+    elementwise f and scalar or per-channel constants c, depth-to-space(unblock(x)) ->
+    unblock(depth-to-space on blocks(x)): the unblock then meets the next blocked op's
+    transform, and cancel-inverse-pairs removes both. slice(unblock(x)) of a one-block x's
+    leading channels -> a permute of its lanes."""
     return _Reblock().visit_expr(func)
 
 
@@ -192,12 +199,21 @@ class _Reblock(relax.PyExprMutator):
             if unblock is not None:
                 return self._resize(call, unblock, block)
         if name in _SCALAR_ELEMENTWISE and call.args:
-            unblock, _ = self._unblocked(call.args[0])
-            if unblock is not None and all(_scalar(a) for a in call.args[1:]):
+            unblock, block = self._unblocked(call.args[0])
+            others = [_blocked_operand(a, block) for a in call.args[1:]] if block else []
+            if unblock is not None and all(a is not None for a in others):
                 inner = self.builder_.emit(
-                    relax.Call(call.op, [unblock.args[0], *call.args[1:]], call.attrs)
+                    relax.Call(call.op, [unblock.args[0], *others], call.attrs)
                 )
                 return relax.Call(unblock.op, [inner], unblock.attrs)
+        if name == "relax.strided_slice":
+            narrowed = self._leading_channels(call)
+            if narrowed is not None:
+                return narrowed
+        if name == "relax.reshape":
+            shuffled = self._depth_to_space(call)
+            if shuffled is not None:
+                return shuffled
         if name == "relax.concat" and call.attrs.axis is not None and int(call.attrs.axis) == 1:
             fields = call.args[0].fields if isinstance(call.args[0], relax.Tuple) else []
             unblocks = [self._unblocked(f) for f in fields]
@@ -218,6 +234,57 @@ class _Reblock(relax.PyExprMutator):
                 return value, block
         return None, None
 
+    def _depth_to_space(self, call):
+        """reshape(permute_dims(reshape(unblock(x)))) moving channels (a, b, o) of an NCHW
+        tensor to pixel (h * A + a, w * B + b) of channel o (conv-transpose-to-conv1x1's
+        shuffle), with the block dividing O: the same shuffle on the blocked x, whole channel
+        blocks moved, then the unblock."""
+        permute = self._bound(call.args[0], "relax.permute_dims")
+        split = self._bound(permute.args[0], "relax.reshape") if permute is not None else None
+        if split is None or [int(a) for a in permute.attrs.axes] != [0, 3, 4, 1, 5, 2]:
+            return None
+        unblock, block = self._unblocked(split.args[0])
+        try:
+            n, kh, kw, o, h, w = (int(d) for d in split.ty.shape)
+            out = [int(d) for d in call.ty.shape]
+        except TypeError:
+            return None
+        if unblock is None or o % block or out != [n, o, h * kh, w * kw]:
+            return None
+        emit = self.builder_.emit
+        x = emit(relax.op.reshape(unblock.args[0], (n, kh, kw, o // block, h, w, block)))
+        x = emit(relax.op.permute_dims(x, [0, 3, 4, 1, 5, 2, 6]))
+        x = emit(relax.op.reshape(x, (n, o // block, h * kh, w * kw, block)))
+        return relax.Call(unblock.op, [x], unblock.attrs)
+
+    def _leading_channels(self, call):
+        """strided_slice(unblock(x), channels [0, C)) for an x of one channel block (a conv whose
+        output channels pad-channels padded up to the block): a permute of x's first C lanes,
+        an injective op TVM fuses with its consumers, where layout_transform runs alone."""
+        unblock, block = self._unblocked(call.args[0])
+        if unblock is None or len(call.args) != 4:  # no strides
+            return None
+        x = unblock.args[0]
+        try:
+            axes, begin, end = ([int(v.value) for v in t.fields] for t in call.args[1:])
+            blocks = int(x.ty.shape[1])
+        except (TypeError, AttributeError):
+            return None
+        if axes != [1] or begin != [0] or blocks != 1 or not 0 < end[0] <= block:
+            return None
+        end = end[0]
+        lanes = self.builder_.emit(relax.op.strided_slice(x, axes=[4], begin=[0], end=[end]))
+        n, _, h, w, _ = x.ty.shape
+        lanes = self.builder_.emit(relax.op.permute_dims(lanes, [0, 4, 2, 3, 1]))
+        return relax.op.reshape(lanes, (n, end, h, w))
+
+    def _bound(self, expr, op: str):
+        """The call of `op` bound to `expr`, or None."""
+        value = self.lookup_binding(expr) if isinstance(expr, relax.Var) else None
+        if isinstance(value, relax.Call) and getattr(value.op, "name", "") == op:
+            return value
+        return None
+
     def _resize(self, call, unblock, block: int):
         attrs = call.attrs
         resized = self.builder_.emit(
@@ -237,6 +304,24 @@ _SCALAR_ELEMENTWISE = {
     "relax.maximum", "relax.minimum", "relax.add", "relax.subtract", "relax.multiply",
     "relax.divide", "relax.clip", "relax.nn.relu", "relax.sigmoid", "relax.tanh",
 }  # fmt: skip
+
+
+def _blocked_operand(expr, block: int):
+    """`expr` as the other operand of an elementwise op on NCHW[block]c data: a scalar as it
+    is, a constant of shape (1, C, 1, 1) (a per-channel scale or shift) regrouped to
+    (1, C / block, 1, 1, block); else None."""
+    if _scalar(expr):
+        return expr
+    value = getattr(expr, "value", None) if isinstance(expr, tvm.ir.Constant) else None
+    if not isinstance(value, tvm.runtime.Tensor):
+        return None
+    value = value.numpy()
+    if value.ndim != 4 or value.shape[0] != 1 or value.shape[2:] != (1, 1):
+        return None
+    channels = value.shape[1]
+    if channels % block:
+        return None
+    return relax.const(value.reshape(1, channels // block, block, 1, 1).transpose(0, 1, 3, 4, 2))
 
 
 def _scalar(expr) -> bool:

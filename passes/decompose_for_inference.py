@@ -14,7 +14,9 @@ class DecomposeForInference:
     (a QDQ model's clamp sits between them; a batch_norm after an add) as
     (x - mean) / sqrt(var + eps) * gamma + beta: elementwise ops that convert-layout-nchwc
     carries in a blocked layout, where batch_norm itself would stay NCHW between two layout
-    transforms. Wraps `relax.transform.DecomposeOpsForInference`; fold-constant afterwards
+    transforms. Wraps `relax.transform.DecomposeOpsForInference` (then CanonicalizeBindings,
+    so the decomposed value is used directly, not through batch_norm's result tuple);
+    fold-constant afterwards
     folds the constant part to one multiply and one add.
 
     Options: none.
@@ -29,7 +31,10 @@ class DecomposeForInference:
     def transform_function(self, func, mod, ctx):
         if _trains(func):
             return func
-        return relax.transform.DecomposeOpsForInference()(tvm.IRModule({"f": func}))["f"]
+        mod = relax.transform.DecomposeOpsForInference()(tvm.IRModule({"f": func}))
+        # TVM leaves (y, mean, var)[0] behind: read y itself, so that passes matching on y's
+        # consumers (convert-layout-nchwc's reblocking) see the elementwise op that makes it
+        return relax.transform.CanonicalizeBindings()(mod)["f"]
 
 
 def _trains(func: relax.Function) -> bool:

@@ -45,10 +45,14 @@ class PadChannels:
         after:   a = R.nn.conv2d(x, W1p)           # W1p: (16, 48, 1, 1), filters 12..15 zero
                  c = R.add(a, bp)                  # bp: (1, 16, 1, 1), entries 12..15 zero
                  y = R.nn.conv2d(c, W2p)           # W2p: (96, 16, 1, 1), inputs 12..15 zero
+    A conv whose output reaches anything else (a function output, a reduction, a reshape)
+    but whose input channels are a multiple already is padded too, and a strided_slice gives
+    the other ops their C channels back: the conv is then blockable (PP-OCRv4 det's last 1x1
+    conv, 24 -> 4 channels before the final shuffle, reads its blocked input as it is).
     Leaves alone: convs whose output (or a value computed from it) reaches anything but an
-    allowed elementwise op or the data input of a plain NCHW conv (a function output, a
-    reduction, a concat, a grouped conv); grouped and depthwise convs as producers; weights
-    that are not constants; non-NCHW layouts.
+    allowed elementwise op or the data input of a plain NCHW conv, when their input channels
+    are not a multiple either; grouped and depthwise convs as producers; weights that are not
+    constants; non-NCHW layouts.
     """
 
     def __init__(self, multiple: int = 8):
@@ -74,6 +78,12 @@ def _plain_conv(call) -> bool:
     a = call.attrs
     layouts = (str(a.data_layout), str(a.kernel_layout), str(a.out_layout))
     return layouts == ("NCHW", "OIHW", "NCHW") and int(a.groups) == 1
+
+
+def _channels_in(call) -> int:
+    """The input channels of a plain conv, 0 when symbolic."""
+    channels = call.args[0].ty.shape[1] if call.args[0].ty.shape is not None else None
+    return int(channels) if isinstance(channels, tvm.tirx.IntImm) else 0
 
 
 def _channel_constant(expr, channels: int) -> bool:
@@ -112,6 +122,9 @@ def _plan(func: relax.Function, multiple: int) -> dict:
             continue
         roles = _reach(var, channels, users, outputs)
         if roles is None or not any(r == "consumer" for r in roles.values()):
+            inputs = _channels_in(value)
+            if inputs and inputs % multiple == 0:  # padded, the conv is blockable: slice after
+                plan.setdefault(value, {}).update(producer=padded, slice=channels)
             continue
         plan.setdefault(value, {})["producer"] = padded
         for call, role in roles.items():  # a conv can be one producer's consumer and a producer
@@ -205,4 +218,9 @@ class _Pad(relax.PyExprMutator):
                     if data.shape[-3] != 1:
                         padded = roles["elementwise"]
                         args[i] = relax.const(_pad_axis(data, data.ndim - 3, padded, fill))
-        return relax.Call(call.op, args, call.attrs, call.ty_args)
+        padded_call = relax.Call(call.op, args, call.attrs, call.ty_args)
+        if "slice" not in roles:
+            return padded_call
+        return relax.op.strided_slice(
+            self.builder_.emit(padded_call), axes=[1], begin=[0], end=[roles["slice"]]
+        )

@@ -23,7 +23,7 @@ def default_graph_pipeline(block: int) -> str:
     takes on AVX-512 too, without padding 12 channels to 16 and 18 to 32."""
     return (
         "fold-constant,fold-batchnorm,decompose-for-inference,simplify-reshape,"
-        "conv-transpose-to-matmul,expand-clip,"
+        "conv-transpose-to-conv1x1,fold-constant,expand-clip,"
         f"scalarize-constants,pad-channels{{multiple={min(block, 8)}}},"
         f"convert-layout-nchwc{{block={block}}},fold-constant,cancel-inverse-pairs,"
         "multiply-by-reciprocal,fold-affine-chains,cse,dce"

@@ -18,3 +18,14 @@ def op_names(mod: tvm.IRModule, func: str = "main") -> list[str]:
         ),
     )
     return names
+
+
+def dataflow_module(body, x_shape, dtype: str = "float32") -> tvm.IRModule:
+    """main(x) whose dataflow block `body(bb, x)` fills; body returns the output expression."""
+    bb = relax.BlockBuilder()
+    x = relax.Var("x", relax.TensorType(x_shape, dtype))
+    with bb.function("main", [x]):
+        with bb.dataflow():
+            out = bb.emit_output(body(bb, x))
+        bb.emit_func_output(out)
+    return bb.get()

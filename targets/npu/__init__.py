@@ -18,7 +18,7 @@ from .patterns import ANCHORS, NAME, pattern_table, support
 
 # The NPU does its own layout (5HD / fractal), so the graph stays NCHW: no NCHW[x]c pass.
 GRAPH_PIPELINE = (
-    "fold-constant,fold-batchnorm,simplify-reshape,conv-transpose-to-matmul,fold-constant,expand-clip,"
+    "fold-constant,fold-batchnorm,simplify-reshape,conv-transpose-to-conv1x1,fold-constant,expand-clip,"
     "scalarize-constants,cse,dce"
 )
 

@@ -132,9 +132,12 @@ def test_cli_quantize_refuses_bad_input_and_writes_nothing(cli, tmp_path):
     assert code == 1 and "error: " in err and "no calibration samples" in err
     assert not out.exists()
     bogus = tmp_path / "bogus.json"
-    bogus.write_text('{"format": "tilecc-quant-table-1", "model_sha256": "0", "activations": {}}')
+    bogus.write_text('{"format": "tilecc-quant-table-2", "model_sha256": "0", "activations": {}}')
     code, _, err = cli("run", model, *shapes, "--fake-quant", bogus)
     assert code == 1 and "calibrated for another model" in err
+    bogus.write_text('{"format": "tilecc-quant-table-1", "model_sha256": "0", "activations": {}}')
+    code, _, err = cli("run", model, *shapes, "--fake-quant", bogus)
+    assert code == 1 and "format tilecc-quant-table-1" in err and "quantize` again" in err
 
 
 @pytest.fixture(scope="module")

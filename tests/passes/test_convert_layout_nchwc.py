@@ -1,6 +1,7 @@
 import numpy as np
 import pytest
 import tvm
+from relax_helpers import dataflow_module
 from tvm import relax
 from tvm.script import ir as I
 from tvm.script import relax as R
@@ -265,3 +266,56 @@ def test_clamps_after_a_resize_stay_blocked():
     for op in ("relax.maximum", "relax.minimum", "relax.clip"):
         assert all(len(c.ty.shape) == 5 for c in _calls(after, op)), op
     assert_same_values(after, Before)
+
+
+def _const(*shape):
+    return relax.const(np.random.default_rng(1).standard_normal(shape).astype("float32"))
+
+
+def _data_transforms(mod):
+    """layout_transforms of data that something uses (not of a constant weight, which
+    fold-constant folds)."""
+    transforms = _calls(relax.transform.DeadCodeElimination()(mod), "relax.layout_transform")
+    return [t for t in transforms if not isinstance(t.args[0], tvm.ir.Constant)]
+
+
+def test_depth_to_space_and_per_channel_affine_stay_blocked():
+    """conv-transpose-to-conv1x1's shuffle (channels (a, b, o) to pixels, O = 8) and the
+    batch norm after it run on blocks: whole channel blocks move, the per-channel constants
+    are regrouped, and nothing is unblocked before the next conv."""
+
+    def body(bb, x):
+        a = bb.emit(relax.op.nn.conv2d(x, _const(32, 16, 1, 1)))  # channels (a, b, o)
+        a = bb.emit(relax.op.reshape(a, (1, 2, 2, 8, 4, 4)))
+        a = bb.emit(relax.op.permute_dims(a, [0, 3, 4, 1, 5, 2]))
+        a = bb.emit(relax.op.reshape(a, (1, 8, 8, 8)))
+        a = bb.emit(relax.op.multiply(a, _const(1, 8, 1, 1)))
+        a = bb.emit(relax.op.nn.relu(relax.op.add(a, _const(1, 8, 1, 1))))
+        return relax.op.nn.conv2d(a, _const(8, 8, 1, 1))
+
+    before = dataflow_module(body, (1, 16, 4, 4))
+    after = CancelInversePairs()(ConvertLayoutNCHWc(block=8)(before))
+    relax.analysis.well_formed(after)
+    assert [len(c.ty.shape) for c in _calls(after, "relax.permute_dims")] == [7]
+    for op in ("relax.multiply", "relax.add", "relax.nn.relu"):
+        assert all(len(c.ty.shape) == 5 for c in _calls(after, op)), op
+    assert len(_data_transforms(after)) == 2  # x in, y out
+    assert_same_values(after, before)
+
+
+def test_leading_channels_of_one_block_leave_it_through_a_lane_slice():
+    """A conv padded to one block (pad-channels) whose first 4 channels go on in NCHW: a slice
+    of its lanes and a permute, which TVM fuses with the consumer, instead of a layout
+    transform of the whole block."""
+
+    def body(bb, x):
+        a = bb.emit(relax.op.nn.conv2d(x, _const(8, 16, 1, 1)))
+        a = bb.emit(relax.op.strided_slice(a, axes=[1], begin=[0], end=[4]))
+        return relax.op.sigmoid(a)
+
+    before = dataflow_module(body, (1, 16, 4, 4))
+    after = CancelInversePairs()(ConvertLayoutNCHWc(block=8)(before))
+    relax.analysis.well_formed(after)
+    assert len(_data_transforms(after)) == 1  # x in
+    assert [len(c.ty.shape) for c in _calls(after, "relax.strided_slice")] == [5]
+    assert_same_values(after, before)

@@ -52,3 +52,15 @@ def test_inference_batch_norm_becomes_elementwise_ops_with_the_same_values():
 def test_training_batch_norm_is_left_alone():
     before = bn_module(training=True)
     assert "relax.nn.batch_norm" in ops(DecomposeForInference()(before))
+
+
+def test_decomposed_value_is_read_directly_not_through_a_tuple():
+    """What reads batch_norm's output then reads the last elementwise op itself, the op a
+    layout pass looks for, not (y, mean, var)[0]."""
+    after = DecomposeForInference()(bn_module())
+    found = []
+    relax.analysis.post_order_visit(
+        after["main"].body,
+        lambda e: found.append(e) if isinstance(e, relax.TupleGetItem) else None,
+    )
+    assert not found  # the tuple itself is left unused, for dce

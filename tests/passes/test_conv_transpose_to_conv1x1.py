@@ -5,16 +5,16 @@ from tvm import relax
 from tvm.script import ir as I
 from tvm.script import relax as R
 
-from tilecc.passes.conv_transpose_to_matmul import ConvTransposeToMatmul
+from tilecc.passes.conv_transpose_to_conv1x1 import ConvTransposeToConv1x1
 
 
 def check(before, expected):
-    after = ConvTransposeToMatmul()(before)
+    after = ConvTransposeToConv1x1()(before)
     relax.analysis.well_formed(after)
     tvm.ir.assert_structural_equal(after, expected)
 
 
-def test_stride_equal_to_kernel_becomes_matmul_and_pixel_shuffle():
+def test_stride_equal_to_kernel_becomes_conv1x1_and_depth_to_space():
     @I.ir_module
     class Before:
         @R.function
@@ -29,13 +29,11 @@ def test_stride_equal_to_kernel_becomes_matmul_and_pixel_shuffle():
         @R.function
         def main(x: R.Tensor((1, 24, 8, 8), "float32"), w: R.Tensor((24, 6, 2, 2), "float32")):
             with R.dataflow():
-                a = R.permute_dims(x, [0, 2, 3, 1])
-                b = R.reshape(a, (64, 24))
-                v = R.permute_dims(w, [0, 2, 3, 1])
-                c = R.reshape(v, (24, 24))
-                d = R.matmul(b, c)
-                e = R.reshape(d, (1, 8, 8, 2, 2, 6))
-                f = R.permute_dims(e, [0, 5, 1, 3, 2, 4])
+                v = R.permute_dims(w, [2, 3, 1, 0])
+                c = R.reshape(v, (24, 24, 1, 1))
+                d = R.nn.conv2d(x, c)
+                e = R.reshape(d, (1, 2, 2, 6, 8, 8))
+                f = R.permute_dims(e, [0, 3, 4, 1, 5, 2])
                 y = R.reshape(f, (1, 6, 16, 16))
                 R.output(y)
             return y
@@ -85,10 +83,10 @@ def test_same_values_as_conv_transpose(shape, kernel):
             )
         bb.emit_func_output(y)
     results = []
-    for mod in (bb.get(), ConvTransposeToMatmul()(bb.get())):
+    for mod in (bb.get(), ConvTransposeToConv1x1()(bb.get())):
         ex = tvm.compile(mod, target=tvm.target.Target({"kind": "llvm"}))
         results.append(
             relax.VirtualMachine(ex, tvm.cpu())["main"](tvm.runtime.tensor(x_np)).numpy()
         )
-    assert "conv2d_transpose" not in ConvTransposeToMatmul()(bb.get()).script()
+    assert "conv2d_transpose" not in ConvTransposeToConv1x1()(bb.get()).script()
     np.testing.assert_allclose(results[1], results[0], rtol=1e-5, atol=1e-5)

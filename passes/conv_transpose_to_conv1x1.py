@@ -1,4 +1,5 @@
-"""conv-transpose-to-matmul: a conv2d_transpose whose stride equals its kernel is a matmul."""
+"""conv-transpose-to-conv1x1: a conv2d_transpose whose stride equals its kernel is a 1x1 conv
+followed by a depth-to-space shuffle."""
 
 from __future__ import annotations
 
@@ -33,26 +34,26 @@ def _rewritable(call) -> bool:
     )
 
 
-@register_pass("conv-transpose-to-matmul", scope="function")
-class ConvTransposeToMatmul:
+@register_pass("conv-transpose-to-conv1x1", scope="function")
+class ConvTransposeToConv1x1:
     """Rewrite conv2d_transpose with stride == kernel size (no padding, dilation or groups) as
-    a matmul followed by a pixel shuffle: the kernel windows do not overlap, so each input pixel
-    writes its own kh x kw output patch, out[n, o, h*kh+a, w*kw+b] = sum_c x[n, c, h, w] *
-    W[c, o, a, b]. The matmul is [N*H*W, C] x [C, kh*kw*O]: the dense template computes it,
-    where TVM's generic conv2d_transpose dilates, pads and convolves (PP-OCRv4 det's 2x2,
-    stride-2 upsampling took 70 % of its time that way). Its columns run (a, b, o), so an
-    output pixel's O channels are contiguous: the shuffle into the next op's layout copies
-    vectors (det at 640 on x86: that kernel 4.8 -> 0.4 ms against columns (o, a, b)).
+    a 1x1 conv2d followed by a depth-to-space shuffle: the kernel windows do not overlap, so
+    each input pixel writes its own kh x kw output patch, out[n, o, h*kh+a, w*kw+b] = sum_c
+    x[n, c, h, w] * W[c, o, a, b], the 1x1 conv's output channel (a, b, o). TVM's generic
+    conv2d_transpose dilates, pads and convolves (PP-OCRv4 det's 2x2, stride-2 upsampling took
+    70 % of its time that way); a 1x1 conv is a conv template's, and an int8 one's, and stays
+    in the blocked layout: its channels run (a, b, o), so with the block dividing O each
+    sub-pixel's channels are whole blocks and convert-layout-nchwc moves the shuffle into the
+    blocked layout as copies of channel vectors (det at 640 on x86: no layout transform or
+    transpose left in its head).
 
     Options: none.
     Example (Relax TVMScript, x: (1, 24, 8, 8), W: (24, 6, 2, 2)):
         before:  y = R.nn.conv2d_transpose(x, W, strides=[2, 2])
-        after:   a = R.permute_dims(x, [0, 2, 3, 1])          # (1, 8, 8, 24)
-                 b = R.reshape(a, (64, 24))
-                 v = R.permute_dims(W, [0, 2, 3, 1])          # (24, 2, 2, 6)
-                 c = R.matmul(b, R.reshape(v, (24, 24)))       # (64, 2 * 2 * 6)
-                 d = R.reshape(c, (1, 8, 8, 2, 2, 6))
-                 e = R.permute_dims(d, [0, 5, 1, 3, 2, 4])     # (1, 6, 8, 2, 8, 2)
+        after:   v = R.permute_dims(W, [2, 3, 1, 0])          # (2, 2, 6, 24)
+                 c = R.nn.conv2d(x, R.reshape(v, (24, 24, 1, 1)))   # (1, 2 * 2 * 6, 8, 8)
+                 d = R.reshape(c, (1, 2, 2, 6, 8, 8))
+                 e = R.permute_dims(d, [0, 3, 4, 1, 5, 2])     # (1, 6, 8, 2, 8, 2)
                  y = R.reshape(e, (1, 6, 16, 16))
     Leaves alone: overlapping windows (stride < kernel), padding, output_padding, dilation,
     groups, layouts other than NCHW / IOHW, dynamic shapes.
@@ -72,13 +73,11 @@ class _Rewrite(relax.PyExprMutator):
         n, c, h, wd = _static(x.ty.shape)
         _, o, kh, kw = _static(w.ty.shape)
         emit = self.builder_.emit
-        pixels = emit(
-            relax.op.reshape(emit(relax.op.permute_dims(x, [0, 2, 3, 1])), (n * h * wd, c))
-        )
-        # columns (kh, kw, o): each output pixel's channels are contiguous in `patches`
-        weight = emit(relax.op.permute_dims(w, [0, 2, 3, 1]))
-        weight = emit(relax.op.reshape(weight, (c, kh * kw * o)))
-        patches = emit(relax.op.matmul(pixels, weight))
-        patches = emit(relax.op.reshape(patches, (n, h, wd, kh, kw, o)))
-        shuffled = emit(relax.op.permute_dims(patches, [0, 5, 1, 3, 2, 4]))
+        # output channels (kh, kw, o): each sub-pixel's O channels are contiguous (whole
+        # channel blocks once the layout is blocked)
+        weight = emit(relax.op.permute_dims(w, [2, 3, 1, 0]))
+        weight = emit(relax.op.reshape(weight, (kh * kw * o, c, 1, 1)))
+        patches = emit(relax.op.nn.conv2d(x, weight))
+        patches = emit(relax.op.reshape(patches, (n, kh, kw, o, h, wd)))
+        shuffled = emit(relax.op.permute_dims(patches, [0, 3, 4, 1, 5, 2]))
         return relax.op.reshape(shuffled, (n, o, h * kh, wd * kw))
