@@ -198,7 +198,7 @@ def verify_ir(mod: tvm.IRModule) -> None:
                 derived = bb.normalize(fresh).ty
                 if type_base_check(binding.var.ty, derived) != BaseCheckResult.PASS:
                     raise TypeError(
-                        f"{where}: '{binding.var.name_hint}' is declared {binding.var.ty} but "
+                        f"{where}: '{binding.var.name}' is declared {binding.var.ty} but "
                         f"{value.op.name} of its arguments gives {derived}"
                     )
 

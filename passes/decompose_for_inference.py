@@ -29,7 +29,8 @@ class DecomposeForInference:
     """
 
     def transform_function(self, func, mod, ctx):
-        if _trains(func):
+        norms = _batch_norms(func)
+        if not norms or any(bool(n.attrs.training) for n in norms):
             return func
         mod = relax.transform.DecomposeOpsForInference()(tvm.IRModule({"f": func}))
         # TVM leaves (y, mean, var)[0] behind: read y itself, so that passes matching on y's
@@ -37,16 +38,14 @@ class DecomposeForInference:
         return relax.transform.CanonicalizeBindings()(mod)["f"]
 
 
-def _trains(func: relax.Function) -> bool:
+def _batch_norms(func: relax.Function) -> list[relax.Call]:
     found = []
     relax.analysis.post_order_visit(
         func.body,
         lambda e: (
             found.append(e)
-            if isinstance(e, relax.Call)
-            and getattr(e.op, "name", None) == "relax.nn.batch_norm"
-            and bool(e.attrs.training)
+            if isinstance(e, relax.Call) and getattr(e.op, "name", None) == "relax.nn.batch_norm"
             else None
         ),
     )
-    return bool(found)
+    return found

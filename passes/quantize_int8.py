@@ -146,14 +146,31 @@ class _QuantizeInt8(relax.PyExprMutator):
 
     def _in_blocks_of_four(self, data, weight, zero):
         """NCHW 8-bit data as NCHW4c (channels padded with the zero point up to 4k) and the
-        OIHW weights with zero filters for the padded channels."""
+        OIHW weights with zero filters for the padded channels. Up to 4 channels (an image),
+        each pixel's bytes are packed into one int32 by shifts and ors over whole rows, which
+        is then viewed as bytes: TVM's layout_transform gathers the bytes from the channel
+        planes one by one (det's stem: 0.42 ms that way on 2 threads)."""
         channels = weight.shape[1]
-        blocked = relax.op.layout_transform(
-            data, lambda n, c, h, w: (n, c // 4, h, w, c % 4), pad_value=zero
-        )
-        extra = -channels % 4
-        weight = np.pad(weight, ((0, 0), (0, extra), (0, 0), (0, 0)))
-        return self.builder_.emit(blocked), weight
+        weight = np.pad(weight, ((0, 0), (0, -channels % 4), (0, 0), (0, 0)))
+        if channels > 4:
+            blocked = relax.op.layout_transform(
+                data, lambda n, c, h, w: (n, c // 4, h, w, c % 4), pad_value=zero
+            )
+            return self.builder_.emit(blocked), weight
+        emit = self.builder_.emit
+        byte = zero & 0xFF  # the zero point's bit pattern, uint8 or int8
+        fill = sum(byte << (8 * c) for c in range(channels, 4))  # the padded channels
+        word = None
+        for c in range(channels):
+            plane = relax.op.strided_slice(data, axes=[1], begin=[c], end=[c + 1])
+            bits = relax.op.bitwise_and(relax.op.astype(plane, "int32"), _int32(0xFF))
+            shifted = relax.op.left_shift(emit(bits), _int32(8 * c)) if c else bits
+            word = emit(shifted) if word is None else emit(relax.op.bitwise_or(word, shifted))
+        if fill:
+            word = emit(relax.op.bitwise_or(word, _int32(fill)))
+        n, _, h, w = (int(d) for d in data.ty.shape)
+        shape = relax.ShapeExpr([n, 1, h, w, 4])
+        return emit(relax.op.memory.view(word, shape, self.opts.data_dtype)), weight
 
     def _int8_conv(self, call, x, params):
         attrs, opts = call.attrs, self.opts
@@ -189,6 +206,15 @@ class _QuantizeInt8(relax.PyExprMutator):
         return self._requantize(
             acc, correction, scale * scales, shift, lambda v: _per_channel(v, layout)
         )
+
+
+def _int32(value: int) -> relax.Constant:
+    return relax.const(np.int32(_signed(value)))
+
+
+def _signed(value: int) -> int:
+    """A 32-bit pattern as the int32 that holds it."""
+    return value - (1 << 32) if value >= 1 << 31 else value
 
 
 def supported(call) -> bool:

@@ -29,7 +29,8 @@ from dataclasses import dataclass
 
 import numpy as np
 import tvm
-from tvm import s_tir, te
+from tvm import s_tir, te, tirx
+from tvm.sym import detect_linear_equation
 
 from .space import Config, Space
 
@@ -240,14 +241,41 @@ def _static_positive(extent) -> bool:
 
 
 def _point_reads(sch: s_tir.Schedule, block) -> bool:
-    """Every read is one element per block instance (a layout transform, an elementwise op).
-    A gather (resize, take) reads a data-dependent region and is left alone: nearest-neighbour
-    resize computes its source pixel in float arithmetic, and fusing or vectorizing its loops
-    changed the rounding at ties (ONNX test_resize_upsample_sizes_nearest)."""
+    """Every read is one element per block instance (a layout transform, an elementwise op),
+    or a few fixed elements at indices affine in the block's variables (an image's channel
+    planes packed into one word). A gather (resize, take) reads a data-dependent region and
+    is left alone: nearest-neighbour resize computes its source pixel in float arithmetic, and
+    fusing or vectorizing its loops changed the rounding at ties (ONNX
+    test_resize_upsample_sizes_nearest)."""
+    regions = [region.region for region in sch.get(block).reads]
+    if all(_static_positive(r.extent) and int(r.extent.value) == 1 for rs in regions for r in rs):
+        return True
+    stmt = sch.get(block).body
+    if not isinstance(stmt, tirx.BufferStore):
+        return False
+    variables = [iv.var for iv in sch.get(block).iter_vars]
     return all(
-        all(_static_positive(r.extent) and int(r.extent.value) == 1 for r in region.region)
-        for region in sch.get(block).reads
+        len(detect_linear_equation(index, variables)) > 0
+        for load in _loads(stmt.value)
+        for index in load.indices
     )
+
+
+def _loads(expr) -> list:
+    """The buffer loads in `expr` (a PrimExpr tree), innermost first."""
+    found, stack = [], [expr]
+    while stack:
+        node = stack.pop()
+        if isinstance(node, tvm.ir.expr.TensorLoad):  # what tirx.BufferLoad makes
+            found.append(node)
+        for field in ("a", "b", "value", "condition", "true_value", "false_value", "indices",
+                      "args"):  # fmt: skip
+            child = getattr(node, field, None)
+            if isinstance(child, tvm.ir.expr.Expr):
+                stack.append(child)
+            elif child is not None and hasattr(child, "__iter__"):  # indices, args
+                stack.extend(c for c in child if isinstance(c, tvm.ir.expr.Expr))
+    return found
 
 
 # Parallel chunks enough to balance a phone's cores: below it, the row loop joins the fused

@@ -141,6 +141,8 @@ def test_blocked_and_depthwise_convs_run_in_integers(tmp_path, dtype, weight_max
     stem = convs[2]  # 3 image channels, NCHW: regrouped into NCHW4c, channels padded to 4
     assert str(stem.attrs.data_layout) == "NCHW4c" and str(stem.attrs.out_layout) == "NCHW"
     assert stem.args[1].ty.shape[1] == 4 and not np.any(stem.args[1].value.numpy()[:, 3])
+    # each pixel's bytes packed into one int32 over whole rows, viewed as NCHW4c bytes
+    assert "relax.memory.view" in [c.op.name for c in calls(after)]
     for conv in convs:
         assert [int(p) for p in conv.attrs.padding] == [0, 0, 0, 0]  # padded with z instead
         assert conv.args[0].ty.shape[2] == 8  # 6 rows + 2 of z
