@@ -69,7 +69,8 @@ def test_default_template_choice():
 
 def se_block_model():
     """conv 3x3 -> depthwise -> squeeze-excite (mean, 1x1 convs, hard-sigmoid, broadcast
-    multiply) -> 2x2 stride-2 ConvTranspose: each kernel template and the SE broadcast."""
+    multiply) -> 2x2 stride-2 ConvTranspose (a 1x1 conv and a shuffle) -> MatMul: each
+    kernel template and the SE broadcast."""
     rng = np.random.default_rng(0)
 
     def weight(name, shape):
@@ -78,6 +79,7 @@ def se_block_model():
     inits = [
         weight("w0", (32, 32, 3, 3)), weight("b0", (32,)), weight("wd", (32, 1, 3, 3)),
         weight("ws1", (8, 32, 1, 1)), weight("ws2", (32, 8, 1, 1)), weight("wt", (32, 4, 2, 2)),
+        weight("wm", (20, 20)),
     ]  # fmt: skip
     nodes = [
         helper.make_node("Conv", ["x", "w0", "b0"], ["c0"], pads=[1, 1, 1, 1]),
@@ -89,7 +91,8 @@ def se_block_model():
         helper.make_node("Conv", ["s1r", "ws2"], ["s2"]),
         helper.make_node("HardSigmoid", ["s2"], ["s2h"], alpha=0.2, beta=0.5),
         helper.make_node("Mul", ["d0", "s2h"], ["m0"]),
-        helper.make_node("ConvTranspose", ["m0", "wt"], ["y"], strides=[2, 2]),
+        helper.make_node("ConvTranspose", ["m0", "wt"], ["t0"], strides=[2, 2]),
+        helper.make_node("MatMul", ["t0", "wm"], ["y"]),
     ]
     graph = helper.make_graph(
         nodes, "se", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 32, 10, 10])],
