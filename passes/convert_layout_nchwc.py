@@ -198,7 +198,7 @@ class _Reblock(relax.PyExprMutator):
             unblock, block = self._unblocked(call.args[0])
             if unblock is not None:
                 return self._resize(call, unblock, block)
-        if name in _SCALAR_ELEMENTWISE and call.args:
+        if name in _ELEMENTWISE and call.args:
             unblock, block = self._unblocked(call.args[0])
             others = [_blocked_operand(a, block) for a in call.args[1:]] if block else []
             if unblock is not None and all(a is not None for a in others):
@@ -241,7 +241,8 @@ class _Reblock(relax.PyExprMutator):
         blocks moved, then the unblock."""
         permute = self._bound(call.args[0], "relax.permute_dims")
         split = self._bound(permute.args[0], "relax.reshape") if permute is not None else None
-        if split is None or [int(a) for a in permute.attrs.axes] != [0, 3, 4, 1, 5, 2]:
+        axes = permute.attrs.axes if permute is not None else None  # None: reversed
+        if split is None or axes is None or [int(a) for a in axes] != [0, 3, 4, 1, 5, 2]:
             return None
         unblock, block = self._unblocked(split.args[0])
         try:
@@ -298,9 +299,10 @@ class _Reblock(relax.PyExprMutator):
         return relax.Call(unblock.op, [resized], unblock.attrs)  # the same unblock, after
 
 
-# ops that compute each element alone from it and scalars: they commute with any layout change
-# (a QDQ model's clamps after a resize)
-_SCALAR_ELEMENTWISE = {
+# ops that compute each element alone from it and scalars or per-channel constants: they
+# commute with a change of layout that regroups those constants alike (a QDQ model's clamps
+# after a resize, a batch norm after a shuffle)
+_ELEMENTWISE = {
     "relax.maximum", "relax.minimum", "relax.add", "relax.subtract", "relax.multiply",
     "relax.divide", "relax.clip", "relax.nn.relu", "relax.sigmoid", "relax.tanh",
 }  # fmt: skip

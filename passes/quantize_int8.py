@@ -148,11 +148,16 @@ class _QuantizeInt8(relax.PyExprMutator):
         """NCHW 8-bit data as NCHW4c (channels padded with the zero point up to 4k) and the
         OIHW weights with zero filters for the padded channels. Up to 4 channels (an image),
         each pixel's bytes are packed into one int32 by shifts and ors over whole rows, which
-        is then viewed as bytes: TVM's layout_transform gathers the bytes from the channel
-        planes one by one (det's stem: 0.42 ms that way on 2 threads)."""
+        is then viewed as bytes (little-endian, as on x86 and aarch64): TVM's layout_transform
+        gathers the bytes from the channel planes one by one (det's stem: 0.42 ms that way on
+        2 threads). Symbolic shapes take the layout_transform."""
         channels = weight.shape[1]
         weight = np.pad(weight, ((0, 0), (0, -channels % 4), (0, 0), (0, 0)))
-        if channels > 4:
+        try:
+            n, _, h, w = (int(d) for d in data.ty.shape)
+        except TypeError:  # a symbolic dimension
+            n = None
+        if channels > 4 or n is None:
             blocked = relax.op.layout_transform(
                 data, lambda n, c, h, w: (n, c // 4, h, w, c % 4), pad_value=zero
             )
@@ -168,7 +173,6 @@ class _QuantizeInt8(relax.PyExprMutator):
             word = emit(shifted) if word is None else emit(relax.op.bitwise_or(word, shifted))
         if fill:
             word = emit(relax.op.bitwise_or(word, _int32(fill)))
-        n, _, h, w = (int(d) for d in data.ty.shape)
         shape = relax.ShapeExpr([n, 1, h, w, 4])
         return emit(relax.op.memory.view(word, shape, self.opts.data_dtype)), weight
 

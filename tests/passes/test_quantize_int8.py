@@ -216,6 +216,27 @@ def test_matmul_whose_k_is_not_in_fours_stays_fp32(tmp_path):
     tvm.ir.assert_structural_equal(after, odd)
 
 
+def test_stem_with_a_symbolic_width_is_regrouped_by_layout_transform(tmp_path):
+    """Packing bytes into words needs the row's static shape; a symbolic width (rec's
+    dynamic-width input) takes layout_transform."""
+
+    @I.ir_module
+    class Stem:
+        @R.function
+        def main(img: R.Tensor((1, 3, 6, "w"), "float32"), wf: R.Tensor((16, 3, 3, 3), "float32")):
+            R.func_attr({"num_input": 1})
+            with R.dataflow():
+                c = R.nn.conv2d(img, wf, padding=[1, 1, 1, 1])
+                R.output(c)
+            return c
+
+    stem = relax.transform.BindParams("main", {"wf": tvm.runtime.tensor(W_FIRST)})(Stem)
+    after = QuantizeInt8(table(tmp_path, {"conv2d:0": A_PARAMS}))(stem)
+    relax.analysis.well_formed(after)
+    names = [c.op.name for c in calls(after)]
+    assert "relax.layout_transform" in names and "relax.memory.view" not in names
+
+
 def test_bad_options_are_named(tmp_path):
     with pytest.raises(PassOptionError, match="data-dtype"):
         QuantizeInt8(table(tmp_path), data_dtype="int4")
