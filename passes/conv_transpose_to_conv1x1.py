@@ -34,6 +34,11 @@ def _rewritable(call) -> bool:
     )
 
 
+# (n, kh, kw, o, h, w) -> (n, o, h, kh, w, kw): the depth-to-space shuffle after the 1x1 conv;
+# convert-layout-nchwc recognizes it by these axes
+SHUFFLE_AXES = [0, 3, 4, 1, 5, 2]
+
+
 @register_pass("conv-transpose-to-conv1x1", scope="function")
 class ConvTransposeToConv1x1:
     """Rewrite conv2d_transpose with stride == kernel size (no padding, dilation or groups) as
@@ -79,5 +84,5 @@ class _Rewrite(relax.PyExprMutator):
         weight = emit(relax.op.reshape(weight, (kh * kw * o, c, 1, 1)))
         patches = emit(relax.op.nn.conv2d(x, weight))
         patches = emit(relax.op.reshape(patches, (n, kh, kw, o, h, wd)))
-        shuffled = emit(relax.op.permute_dims(patches, [0, 3, 4, 1, 5, 2]))
+        shuffled = emit(relax.op.permute_dims(patches, SHUFFLE_AXES))
         return relax.op.reshape(shuffled, (n, o, h * kh, wd * kw))

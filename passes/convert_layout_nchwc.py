@@ -8,6 +8,7 @@ from tvm.sym import Analyzer
 
 from tilecc.compiler.errors import PassOptionError
 
+from .conv_transpose_to_conv1x1 import SHUFFLE_AXES
 from .registry import register_pass
 
 _CONV = "relax.nn.conv2d"
@@ -242,7 +243,7 @@ class _Reblock(relax.PyExprMutator):
         permute = self._bound(call.args[0], "relax.permute_dims")
         split = self._bound(permute.args[0], "relax.reshape") if permute is not None else None
         axes = permute.attrs.axes if permute is not None else None  # None: reversed
-        if split is None or axes is None or [int(a) for a in axes] != [0, 3, 4, 1, 5, 2]:
+        if split is None or axes is None or [int(a) for a in axes] != SHUFFLE_AXES:
             return None
         unblock, block = self._unblocked(split.args[0])
         try:

@@ -16,8 +16,7 @@ class DecomposeForInference:
     carries in a blocked layout, where batch_norm itself would stay NCHW between two layout
     transforms. Wraps `relax.transform.DecomposeOpsForInference` (then CanonicalizeBindings,
     so the decomposed value is used directly, not through batch_norm's result tuple);
-    fold-constant afterwards
-    folds the constant part to one multiply and one add.
+    fold-constant afterwards folds the constant part to one multiply and one add.
 
     Options: none.
     Example (Relax TVMScript, x: (1, 16, 8, 8)):

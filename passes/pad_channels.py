@@ -80,12 +80,6 @@ def _plain_conv(call) -> bool:
     return layouts == ("NCHW", "OIHW", "NCHW") and int(a.groups) == 1
 
 
-def _channels_in(call) -> int:
-    """The input channels of a plain conv, 0 when symbolic."""
-    channels = call.args[0].ty.shape[1] if call.args[0].ty.shape is not None else None
-    return int(channels) if isinstance(channels, tvm.tirx.IntImm) else 0
-
-
 def _channel_constant(expr, channels: int) -> bool:
     """A constant that broadcasts against NCHW data per channel, per pixel or as a scalar."""
     if not isinstance(expr, tvm.ir.Constant) or len(expr.value.shape) > 4:
@@ -122,8 +116,8 @@ def _plan(func: relax.Function, multiple: int) -> dict:
             continue
         roles = _reach(var, channels, users, outputs)
         if roles is None or not any(r == "consumer" for r in roles.values()):
-            inputs = _channels_in(value)
-            if inputs and inputs % multiple == 0:  # padded, the conv is blockable: slice after
+            inputs = int(value.args[1].value.shape[1])  # OIHW, not grouped: the data's channels
+            if inputs % multiple == 0:  # padded, the conv is blockable: slice after
                 plan.setdefault(value, {}).update(producer=padded, slice=channels)
             continue
         plan.setdefault(value, {})["producer"] = padded

@@ -262,7 +262,7 @@ def _point_reads(sch: s_tir.Schedule, block) -> bool:
 
 
 def _loads(expr) -> list:
-    """The buffer loads in `expr` (a PrimExpr tree), innermost first."""
+    """The buffer loads in `expr` (a PrimExpr tree), in no particular order."""
     found, stack = [], [expr]
     while stack:
         node = stack.pop()
