@@ -43,8 +43,10 @@ DET_SIZE = 640  # every det input is letterboxed into one shape, so each build c
 # would be squeezed into unreadable strings, which would make the string match meaningless.
 REC_WIDTH = 960
 REC_CALIBRATION = 100  # at most this many rec calibration crops, evenly spread
-# The noise floor: fp32 itself on inputs whose pixels move by up to half a gray level, the
-# rounding an 8-bit re-encoding of the images makes. Seeded, so the row is repeatable.
+# The noise ladder: fp32 itself on inputs whose pixels move by up to this many gray levels
+# (half a level is the rounding an 8-bit re-encoding of the images makes; a few levels, what a
+# different resize or a lossy re-encoding does). Seeded, so the rows are repeatable.
+NOISE_LEVELS = (0.5, 1, 2, 4)
 NOISE_SEED = 0
 GOAL = 0.95  # issue 6: det box F1 and rec string match of int8 vs fp32, best method
 
@@ -127,7 +129,7 @@ class Data:
     rec_calib: list[np.ndarray]
     rec_eval: list[np.ndarray]
     fp32: Outputs
-    noisy: Outputs  # fp32 on inputs moved by up to half a gray level (the noise floor)
+    noisy: dict[float, Outputs]  # fp32 on inputs moved by up to this many gray levels
     ort_check: Outcome  # tilecc's fp32 build against ONNX Runtime
     boxes_per_view: dict[str, int]
     charset: list[str]
@@ -154,12 +156,12 @@ def near_ties(probs: list[np.ndarray]) -> float:
     return close / max(len(probs), 1)
 
 
-def half_gray_level(x: np.ndarray, gray_level: np.ndarray, rng, padding=None) -> np.ndarray:
-    """`x` (a normalized NCHW input) with each pixel value moved by a uniform draw in half a
-    gray level either way; `gray_level`: one gray level in x's units, per channel. Values
-    equal to `padding` (rec's zero padding right of the line, mid-grey, which no 8-bit pixel
-    normalizes to) stay as they are: they are not part of the image."""
-    shift = rng.uniform(-0.5, 0.5, x.shape).astype(np.float32)
+def moved(x: np.ndarray, levels: float, gray_level: np.ndarray, rng, padding=None) -> np.ndarray:
+    """`x` (a normalized NCHW input) with each pixel value moved by a uniform draw of up to
+    `levels` gray levels either way; `gray_level`: one gray level in x's units, per channel.
+    Values equal to `padding` (rec's zero padding right of the line, mid-grey, which no 8-bit
+    pixel normalizes to) stay as they are: they are not part of the image."""
+    shift = rng.uniform(-levels, levels, x.shape).astype(np.float32)
     if padding is not None:
         shift *= x != padding
     return x + shift * gray_level.reshape(1, -1, 1, 1).astype(np.float32)
@@ -178,7 +180,7 @@ def prepare(det_path: Path, rec_path: Path) -> Data:
     eval_maps = [det(x) for x in det_eval]
     rng = np.random.default_rng(NOISE_SEED)
     det_level = 1.0 / (255.0 * np.asarray(ocr.DET_STD, dtype=np.float32))
-    noisy_maps = [det(half_gray_level(x, det_level, rng)) for x in det_eval]
+    noisy_maps = {n: [det(moved(x, n, det_level, rng)) for x in det_eval] for n in NOISE_LEVELS}
     del det
     rec_calib, rec_eval, per_view = [], [], {}
     for samples, maps, out in ((calib, calib_maps, rec_calib), (evals, eval_maps, rec_eval)):
@@ -193,7 +195,9 @@ def prepare(det_path: Path, rec_path: Path) -> Data:
     rec = compiled(rec_path, [1, 3, ocr.REC_HEIGHT, REC_WIDTH])
     rec_probs = [rec(x) for x in rec_eval]
     rec_level = np.full(3, 1.0 / 127.5, dtype=np.float32)
-    noisy_probs = [rec(half_gray_level(x, rec_level, rng, padding=0.0)) for x in rec_eval]
+    noisy_probs = {
+        n: [rec(moved(x, n, rec_level, rng, padding=0.0)) for x in rec_eval] for n in NOISE_LEVELS
+    }
     del rec
     log("det and rec fp32 (ONNX Runtime)")
     det_ort, rec_ort = ort_session(det_path, THREADS), ort_session(rec_path, THREADS)
@@ -204,7 +208,7 @@ def prepare(det_path: Path, rec_path: Path) -> Data:
     fp32 = Outputs(eval_maps, rec_probs)
     charset = ocr.rec_charset(rec_path)
     check = compare(fp32, ort, charset)
-    noisy = Outputs(noisy_maps, noisy_probs)
+    noisy = {n: Outputs(noisy_maps[n], noisy_probs[n]) for n in NOISE_LEVELS}
     return Data(det_calib, det_eval, rec_calib, rec_eval, fp32, noisy, check, per_view, charset)
 
 
@@ -358,11 +362,14 @@ def report(
             "fp32 tilecc vs ONNX Runtime",
             *outcome_cells(data.ort_check),
         ],
+    ]
+    rows += [
         [
             "—",
-            "fp32 tilecc, inputs moved by up to half a gray level (noise floor)",
-            *outcome_cells(compare(data.noisy, data.fp32, data.charset)),
-        ],
+            f"fp32 tilecc, inputs moved by up to {levels:g} gray level{'s' * (levels > 1)}",
+            *outcome_cells(compare(noisy, data.fp32, data.charset)),
+        ]
+        for levels, noisy in data.noisy.items()
     ]
     for method, builds in results.items():
         rows += [[method, build, *outcome_cells(o)] for build, o in builds.items()]
@@ -391,10 +398,12 @@ def report(
         f"fp32 both >= {GOAL}. Best method here: **{best}** (int8 det box F1 {b.boxes.f1:.3f}, "
         f"rec exact match {b.rec_match:.3f}): goal **{'met' if met else 'not met'}**.",
         "",
-        "The noise floor row is fp32 itself, on the same views and crops with every pixel "
-        "value moved by a uniform draw of up to half a gray level (what saving the images "
-        "again as 8-bit would do; rec's padding is left alone): what a change too small to "
-        "see costs on these inputs. Exact match against fp32 is the strictest measure here: "
+        "The 'inputs moved' rows are fp32 itself, on the same views and crops with every "
+        "pixel value moved by a uniform draw of up to so many gray levels (half a level is "
+        "what saving the images again as 8-bit does; a few levels, what another resize or a "
+        "lossy re-encoding does; rec's padding is left alone): what changes too small to see "
+        "cost on these inputs, a scale to read the int8 rows against. "
+        "Exact match against fp32 is the strictest measure here: "
         f"in {near_ties(data.fp32.rec_probs):.0%} of the crops fp32 itself ranks its top two "
         f"classes within {NEAR_TIE} of each other at some step (a space, `l` or `1`, `,` or "
         "a full-width comma), where a small change of the arithmetic can flip the string.",
