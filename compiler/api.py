@@ -215,10 +215,8 @@ class Timing:
 
 def host_runner(compiled: CompiledModel, inputs) -> Callable[[], object]:
     """A no-argument call that runs `compiled` once on `inputs` (converted once, up front)."""
-    import tvm
-
     func = compiled.host_callable()
-    args = [tvm.runtime.tensor(a) for a in compiled.check_inputs(inputs)]
+    args = compiled.host_args(inputs)
     return lambda: func(*args)
 
 

@@ -7,6 +7,7 @@ from pathlib import Path
 
 from . import api
 from .errors import TargetError
+from .kernel_profile import profile_kernels
 from .runtime import CompiledModel, random_inputs
 
 
@@ -27,23 +28,19 @@ def bench_model(
         progress(f"timing tilecc and ONNX Runtime, {repeat} runs each, {threads} threads")
         ours = api.time_host_model(compiled, inputs, repeat)
         theirs = api.time_ort(model, inputs, threads, repeat)
-    result = {
+        kernels = []
+        if top_kernels:
+            progress("timing each kernel inside the model's run")
+            vm, args = compiled.host_vm(), compiled.host_args(inputs)
+            kernels = profile_kernels(vm, args, repeat)[:top_kernels]
+    return {
         "model": str(model),
         "target": target,
         "threads": threads,
         "tilecc": ours,
         "ort": theirs,
-        "kernels": [],
+        "kernels": kernels,
     }
-    if top_kernels:
-        from tilecc.targets import get_target
-
-        from .kernel_profile import profile_kernels
-
-        progress("timing each kernel")
-        imported = api.import_model(model, shapes)
-        result["kernels"] = profile_kernels(imported, get_target(target), threads)[:top_kernels]
-    return result
 
 
 def format_bench(result: dict) -> str:

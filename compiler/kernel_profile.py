@@ -1,95 +1,80 @@
-"""Per-kernel latency of a model on this host: which fused TIR kernels take the time.
+"""Per-kernel latency of a model on this host, measured inside the model's own run.
 
-TVM 0.27's Relax VM has no profiler, so this lowers the model to fused TIR kernels the way the
-build does, reads every `call_tir` in "main" (kernel, argument shapes), builds the kernels alone,
-and times each with `time_evaluator` on random arguments. The sum tracks the model's latency
-minus VM overhead; the ranking says where tuning pays.
+The Relax VM calls an instrument function before and after every call it makes
+(`VirtualMachine.set_instrument`); stamping the clock in both gives each kernel's time as the
+model runs it: on the model's own inputs, with the caches as the kernels before it left them and
+the thread pool awake. So the kernel times add up to the model's latency, less the VM's own work
+between calls (a few microseconds a call), which timing each kernel alone on fresh arguments
+does not: there every kernel starts cold. Each kernel's time is the median over runs.
 """
 
 from __future__ import annotations
 
-from collections import Counter
+import time
+from collections import defaultdict
 from dataclasses import dataclass
 
 import numpy as np
-import tvm
-from tvm import relax
-from tvm.relax.backend.cpu_generic import pipeline as cpu_generic
-
-from tilecc.targets import TargetSpec
-
-from .build import optimize, template_plan
-from .frontend_onnx import ImportedModel
-from .pipeline import legalize_passes
 
 
 @dataclass(frozen=True)
 class KernelTime:
     name: str
-    calls: int
+    calls: int  # calls per run of the model
     ms_per_call: float
-    arg_shapes: tuple
+    arg_shapes: tuple  # ((shape, dtype), ...) of the tensor arguments of its first call
 
     @property
     def total_ms(self) -> float:
         return self.calls * self.ms_per_call
 
 
-def fused_kernels(imported: ImportedModel, spec: TargetSpec, target: tvm.target.Target, plan=None):
-    """(lowered module, Counter of (kernel name, arg shapes/dtypes)) as the build would fuse
-    and schedule: the target's graph pipeline, TVM's dispatch stage, then legalization with
-    `plan`'s kernel templates (default: template defaults)."""
-    mod = optimize(imported, spec)
-    plan = plan or template_plan(spec)
-    with target:
-        passes = cpu_generic.library_dispatch_passes(target) + legalize_passes(plan)
-        mod = tvm.transform.Sequential(passes)(mod)
-    calls: Counter = Counter()
-    call_tir = tvm.ir.Op.get("relax.call_tir")
-
-    def visit(expr):
-        if isinstance(expr, relax.Call) and expr.op.same_as(call_tir):
-            args = expr.args[1].fields
-            outs = expr.ty.fields if isinstance(expr.ty, relax.TupleType) else [expr.ty]
-            shapes = tuple(
-                (tuple(int(d) for d in t.ty.shape), str(t.ty.dtype)) for t in args
-            ) + tuple((tuple(int(d) for d in t.shape), str(t.dtype)) for t in outs)
-            calls[(expr.args[0].name_hint, shapes)] += 1
-
-    relax.analysis.post_order_visit(mod["main"].body, visit)
-    return mod, calls
+def _tensor_shapes(args) -> tuple:
+    """((shape, dtype), ...) of the arguments that are tensors."""
+    shapes = []
+    for arg in args:
+        if hasattr(arg, "shape") and hasattr(arg, "dtype"):
+            shapes.append((tuple(int(d) for d in arg.shape), str(arg.dtype)))
+    return tuple(shapes)
 
 
-def profile_kernels(
-    imported: ImportedModel,
-    spec: TargetSpec,
-    threads: int | None = None,
-    number=5,
-    repeat=3,
-    plan=None,
-) -> list[KernelTime]:
-    """Every fused kernel of "main", slowest total first."""
-    target = spec.tvm(threads)
-    lowered, calls = fused_kernels(imported, spec, target, plan)
-    names = sorted({name for name, _ in calls})
-    # A kernel built alone needs its own exported symbol (MakePackedAPI keys on it).
-    tir_mod = tvm.IRModule(
-        {lowered.get_global_var(n): lowered[n].with_attr("global_symbol", n) for n in names}
-    )
-    lib = tvm.compile(tir_mod, target=target).mod
-    dev = tvm.cpu()
-    rng = np.random.default_rng(0)
+def profile_kernels(vm, args: list, repeat: int = 10, warmup: int = 2) -> list[KernelTime]:
+    """Every function that `vm`'s "main" calls (fused kernels and VM builtins), called with
+    `args` (tvm tensors) `repeat` times after `warmup` runs; slowest total first."""
+    from tvm.runtime.vm import VMInstrumentReturnKind
+
+    started: list[float] = []
+    per_run: dict[str, float] = defaultdict(float)
+    calls: dict[str, int] = defaultdict(int)
+    shapes: dict[str, tuple] = {}
+
+    def instrument(func, symbol, before_run, ret_value, *call_args):
+        now = time.perf_counter()
+        if before_run:
+            started.append(now)
+            if symbol not in shapes:
+                shapes[symbol] = _tensor_shapes(call_args)
+        else:
+            per_run[symbol] += now - started.pop()
+            calls[symbol] += 1
+        return VMInstrumentReturnKind.NO_OP
+
+    main = vm["main"]
+    for _ in range(warmup):
+        main(*args)
+    vm.set_instrument(instrument)
+    totals: dict[str, list[float]] = defaultdict(list)
+    try:
+        for _ in range(repeat):
+            per_run.clear()
+            main(*args)
+            for symbol, seconds in per_run.items():
+                totals[symbol].append(seconds)
+    finally:
+        vm.set_instrument(None)
     times = []
-    for (name, shapes), count in calls.items():
-        args = [tvm.runtime.tensor(_random(rng, s, d), dev) for s, d in shapes]
-        lib[name](*args)  # warm up: page in fresh arguments, wake the thread pool
-        timer = lib.time_evaluator(name, dev, number=number, repeat=repeat)
-        ms = float(np.median(timer(*args).results)) * 1e3
-        times.append(KernelTime(name, count, ms, shapes))
+    for symbol, samples in totals.items():
+        count = calls[symbol] // repeat
+        ms = float(np.median(samples)) * 1e3 / max(count, 1)
+        times.append(KernelTime(symbol, count, ms, shapes[symbol]))
     return sorted(times, key=lambda k: -k.total_ms)
-
-
-def _random(rng, shape, dtype):
-    if dtype.startswith("float"):
-        return rng.random(shape, dtype=np.float32).astype(dtype)
-    return np.zeros(shape, dtype=dtype)

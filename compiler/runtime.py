@@ -127,11 +127,21 @@ class CompiledModel:
     def _keep_report(self, text: str) -> None:
         self.npu_report = json.loads(text)
 
-    def host_callable(self):
-        """`f(*tvm_tensors)` for timing loops on this host (no input checks, no copies)."""
+    def host_vm(self):
+        """The Relax VM running this `.so` on this host, for timing and profiling."""
         if self.target.runner is not None:
             raise ModelError(f"{self.path}: built for {self.target.name}; cannot time it here")
-        return self._host_vm()["main"]
+        return self._host_vm()
+
+    def host_callable(self):
+        """`f(*tvm_tensors)` for timing loops on this host (no input checks, no copies)."""
+        return self.host_vm()["main"]
+
+    def host_args(self, inputs: dict[str, np.ndarray]) -> list:
+        """`inputs` checked and converted to tvm tensors once, for `host_callable`."""
+        import tvm
+
+        return [tvm.runtime.tensor(a) for a in self.check_inputs(inputs)]
 
 
 def _load_fresh(path: Path):
