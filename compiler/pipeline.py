@@ -15,7 +15,7 @@ from tvm import relax
 from tvm.relax.backend.cpu_generic import pipeline as cpu_generic
 
 from .fast_math import LEGALIZE
-from .templates import TemplatePlan, schedule_templates
+from .templates import TemplatePlan, fold_pads, schedule_templates
 
 
 def legalize_passes(plan: TemplatePlan | None) -> list[tvm.transform.Pass]:
@@ -23,6 +23,7 @@ def legalize_passes(plan: TemplatePlan | None) -> list[tvm.transform.Pass]:
     vectorizable exp / sigmoid / silu / softmax (compiler/fast_math.py)."""
     legalize = relax.transform.LegalizeOps({**LEGALIZE, **(plan.legalize_map() if plan else {})})
     passes = [
+        *([fold_pads(plan)] if plan else []),
         legalize,
         relax.transform.AnnotateTIROpPattern(),
         relax.transform.FoldConstant(),

@@ -13,6 +13,7 @@ on this target, else the template's default. Then:
 
 from __future__ import annotations
 
+import dataclasses
 import re
 import sys
 from dataclasses import dataclass, field
@@ -196,6 +197,81 @@ def conv2d_workload(call: relax.Call) -> Conv2dWorkload | None:
         dilation_h=int(attrs.dilation[0]), dilation_w=int(attrs.dilation[1]),
         groups=int(attrs.groups), in_block=block, out_block=out_block, dtype=dtype,
     )  # fmt: skip
+
+
+def fold_zero_point_pad(call: relax.Call, producer) -> tuple[Conv2dWorkload, relax.Expr] | None:
+    """An 8-bit conv2d whose data is `producer`, a constant pad of the rows and columns only
+    (quantize-int8 pads with the zero point, which the conv op cannot hold): the conv's
+    workload with that padding and its value taken in, and the pad's input. Its template then
+    pads the data itself, in the same kernel (depthwise: tile by tile, in cache), and the
+    padded copy is never written out. None for any other conv."""
+    workload = conv2d_workload(call)
+    if workload is None or workload.dtype == "float32" or workload.pad_value != 0:
+        return None
+    if not (isinstance(producer, relax.Call) and producer.op == _PAD_OP):
+        return None
+    attrs = producer.attrs
+    width = [int(w) for w in attrs.pad_width]
+    value = float(attrs.pad_value)
+    low, high = (0, 255) if workload.dtype == "uint8" else (-128, 127)
+    spatial = width[4:8]  # (before, after) of H, then of W
+    if str(attrs.pad_mode) != "constant" or any(width[:4]) or any(width[8:]):
+        return None
+    if min(spatial) < 0 or value != int(value) or not low <= value <= high:
+        return None
+    source = producer.args[0]
+    shape = _static(source.ty.shape)
+    if shape is None:
+        return None
+    top, bottom, left, right = spatial
+    return dataclasses.replace(
+        workload,
+        height=shape[2], width=shape[3],
+        pad_top=workload.pad_top + top, pad_bottom=workload.pad_bottom + bottom,
+        pad_left=workload.pad_left + left, pad_right=workload.pad_right + right,
+        pad_value=int(value),
+    ), source  # fmt: skip
+
+
+def fold_pads(plan: TemplatePlan) -> tvm.transform.Pass:
+    """Module pass, before LegalizeOps: every 8-bit conv2d over a zero-point pad
+    (`fold_zero_point_pad`) becomes its template's call on the unpadded data now; the pad,
+    left without users, goes."""
+
+    @tvm.transform.module_pass(opt_level=0, name="tilecc-fold-zero-point-pads")
+    def _pass(mod: tvm.IRModule, _ctx) -> tvm.IRModule:
+        folder = _PadFolder(plan, mod)
+        for gvar, func in mod.functions_items():
+            if isinstance(func, relax.Function):
+                new = relax.analysis.remove_all_unused(folder.visit_expr(func))
+                folder.builder_.update_func(gvar, new)
+        return folder.builder_.get()
+
+    return _pass
+
+
+@relax.expr_functor.mutator
+class _PadFolder(relax.PyExprMutator):
+    def __init__(self, plan: TemplatePlan, mod: tvm.IRModule):
+        super().__init__(mod)
+        self.plan = plan
+
+    def visit_call_(self, call):
+        call = super().visit_call_(call)
+        if call.op != _CONV2D_OP or not isinstance(call.args[0], relax.Var):
+            return call
+        folded = fold_zero_point_pad(call, self.lookup_binding(call.args[0]))
+        choice = self.plan.choose(folded[0]) if folded is not None else None
+        if choice is None:
+            return call
+        weight = call.args[1]
+        if call.attrs.kernel_layout != "OIHW":
+            weight = self.builder_.emit_te(_kernel_to_oihw, weight, str(call.attrs.kernel_layout))
+        return _emit_template(self.builder_, choice, folded[1], weight)
+
+
+_PAD_OP = tvm.ir.Op.get("relax.nn.pad")
+_CONV2D_OP = tvm.ir.Op.get("relax.nn.conv2d")
 
 
 # (data, weight, output) dtypes the templates compute: fp32, and 8-bit data by int8 weights

@@ -23,7 +23,7 @@ from tilecc.targets.spec import TargetSpec
 
 from .build import optimize
 from .frontend_onnx import ImportedModel
-from .templates import conv2d_workload, dense_workload
+from .templates import conv2d_workload, dense_workload, fold_zero_point_pad
 
 
 @dataclass(frozen=True)
@@ -34,9 +34,11 @@ class Task:
 
 
 def model_workloads(imported: ImportedModel, target: TargetSpec) -> Counter:
-    """workload -> occurrences, for every conv2d and dense the templates will compute."""
+    """workload -> occurrences, for every conv2d and dense the templates will compute (an
+    8-bit conv over a zero-point pad with the pad taken in, as the build folds it)."""
     mod = optimize(imported, target)
     found: Counter = Counter()
+    bound: dict = {}  # var -> the value bound to it, in the function being visited
 
     def visit(expr):
         if not isinstance(expr, relax.Call):
@@ -44,7 +46,8 @@ def model_workloads(imported: ImportedModel, target: TargetSpec) -> Counter:
         op = getattr(expr.op, "name", "")
         workload = None
         if op == "relax.nn.conv2d":
-            workload = conv2d_workload(expr)
+            folded = fold_zero_point_pad(expr, bound.get(expr.args[0]))
+            workload = folded[0] if folded is not None else conv2d_workload(expr)
         elif op == "relax.matmul":
             workload = dense_workload(expr)
         if workload is not None and templates_for(workload):
@@ -52,6 +55,9 @@ def model_workloads(imported: ImportedModel, target: TargetSpec) -> Counter:
 
     for _gvar, func in mod.functions_items():
         if isinstance(func, relax.Function):
+            bound.clear()
+            for block in getattr(func.body, "blocks", []):
+                bound.update({b.var: b.value for b in block.bindings})
             relax.analysis.post_order_visit(func.body, visit)
     return found
 

@@ -198,7 +198,8 @@ def pad_data(data, wl, cfg):
     def value(*i):
         h, w = i[2] - top, i[3] - left
         inside = tirx.all(h >= 0, h < wl.height, w >= 0, w < wl.width)
-        return tirx.if_then_else(inside, data[(i[0], i[1], h, w, *i[4:])], tirx.const(0, wl.dtype))
+        value = data[(i[0], i[1], h, w, *i[4:])]
+        return tirx.if_then_else(inside, value, tirx.const(wl.pad_value, wl.dtype))
 
     return te.compute((*shape, *data.shape[4:]), value, name="data_pad")
 

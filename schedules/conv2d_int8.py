@@ -227,7 +227,7 @@ def schedule(sch, block, wl, cfg, lanes):
 def reference(data, weight, wl):
     """Integer (int64) zero-padded conv over every (dilated, strided) window."""
     pads = ((0, 0), (0, 0), (wl.pad_top, wl.pad_bottom), (wl.pad_left, wl.pad_right))
-    x = np.pad(data.astype(np.int64), pads)
+    x = np.pad(data.astype(np.int64), pads, constant_values=wl.pad_value)
     span = ((wl.kernel_h - 1) * wl.dilation_h + 1, (wl.kernel_w - 1) * wl.dilation_w + 1)
     win = sliding_window_view(x, span, axis=(2, 3))
     win = win[:, :, :: wl.stride_h, :: wl.stride_w, :: wl.dilation_h, :: wl.dilation_w]

@@ -102,15 +102,15 @@ def compute(data, w, wl, cfg):
     b, r = wl.in_block, cfg["ow_lanes"]
     phases = wl.stride_w if b == 1 else 1
     rows, cols = _padded(wl)
-    zero = tirx.const(0, wl.dtype)
+    fill = tirx.const(wl.pad_value, wl.dtype)  # 0, or the zero point of 8-bit data
 
     def pad_fn(n, c, h, p, q, ci):
         y, x = h - wl.pad_top, q * phases + p - wl.pad_left
         v = data[(n, c, y, x) if b == 1 else (n, c, y, x, ci)]
         # `likely` column tests let loop partitioning split the left and right halo off; the
         # row test is invariant along a row and LLVM hoists it
-        v = tirx.if_then_else(tirx.all(tirx.likely(x >= 0), tirx.likely(x < wl.width)), v, zero)
-        return tirx.if_then_else(tirx.all(y >= 0, y < wl.height), v, zero)
+        v = tirx.if_then_else(tirx.all(tirx.likely(x >= 0), tirx.likely(x < wl.width)), v, fill)
+        return tirx.if_then_else(tirx.all(y >= 0, y < wl.height), v, fill)
 
     shape = (wl.batch, wl.in_channels // b, rows(wl.out_height), phases, -(-cols // phases), b)
     pad = te.compute(shape, pad_fn, name="depthwise_pad")
@@ -204,7 +204,7 @@ def reference(data, weight, wl):
     pads = ((0, 0), (0, 0), (wl.pad_top, wl.pad_bottom), (wl.pad_left, wl.pad_right))
     acc = np.float64 if wl.dtype == "float32" else np.int64
     data, weight = data.astype(acc), weight.astype(acc)
-    x = np.pad(data, pads)
+    x = np.pad(data, pads, constant_values=wl.pad_value)
     out = np.zeros((data.shape[0], data.shape[1], wl.out_height, wl.out_width), acc)
     for kh in range(wl.kernel_h):
         for kw in range(wl.kernel_w):

@@ -54,6 +54,9 @@ class Conv2dWorkload(_Dtypes):
     in_block: int = 1
     out_block: int = 1
     dtype: str = "float32"
+    # what the padding holds: 0, or for 8-bit data the zero point (the real value 0.0), when
+    # the template takes in the graph's pad (compiler/templates.py: fold_zero_point_pad)
+    pad_value: int = 0
 
     op = "conv2d"
 
@@ -141,6 +144,7 @@ def _blocked(n, c, h, w, block):
 
 
 def _key(workload) -> str:
-    return json.dumps(
-        {"op": workload.op, **asdict(workload)}, sort_keys=True, separators=(",", ":")
-    )
+    fields = asdict(workload)
+    if not fields.get("pad_value", 1):  # zero padding, as before pad_value: keys unchanged
+        del fields["pad_value"]
+    return json.dumps({"op": workload.op, **fields}, sort_keys=True, separators=(",", ":"))

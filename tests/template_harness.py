@@ -6,6 +6,8 @@ test passes another target.
 
 from __future__ import annotations
 
+import dataclasses
+
 import numpy as np
 import tvm
 from tvm import s_tir, te
@@ -117,3 +119,18 @@ def _plain(shape):
 
 def _channels(workload):
     return workload.out_shape()[1] if workload.op == "dense" else workload.out_channels
+
+
+def check_pad_value_reference(reference, workload) -> None:
+    """A template's `reference` with `workload.pad_value` equals the same reference over data
+    padded with that value beforehand and no padding: what a folded zero-point pad means."""
+    rng = np.random.default_rng(2)
+    x = rng.integers(-100, 100, (1, workload.in_channels, workload.height, workload.width))
+    w = rng.integers(-100, 100, workload.weight_shape())
+    pads = (workload.pad_top, workload.pad_bottom), (workload.pad_left, workload.pad_right)
+    padded = np.pad(x, ((0, 0), (0, 0), *pads), constant_values=workload.pad_value)
+    unpadded = dataclasses.replace(
+        workload, height=padded.shape[2], width=padded.shape[3], pad_value=0,
+        pad_top=0, pad_left=0, pad_bottom=0, pad_right=0,
+    )  # fmt: skip
+    np.testing.assert_array_equal(reference(x, w, workload), reference(padded, w, unpadded))

@@ -1,6 +1,7 @@
 """Calibration of a real model (PP-OCR cls) into a quantization table, the fake-quant build it
 drives, and bad calibration input."""
 
+import dataclasses
 import json
 
 import numpy as np
@@ -12,7 +13,7 @@ from tvm import relax
 
 from tilecc.compiler.api import run_model as api_run
 from tilecc.compiler.assets import model_path
-from tilecc.compiler.build import compile_imported, optimize
+from tilecc.compiler.build import compile_imported, optimize, template_plan
 from tilecc.compiler.errors import InputError
 from tilecc.compiler.frontend_onnx import import_onnx
 from tilecc.compiler.pass_pipeline import IROptions
@@ -27,6 +28,7 @@ from tilecc.compiler.quantize import (
 )
 from tilecc.compiler.reference import ort_quantize_static, ort_run
 from tilecc.compiler.sample_inputs import ppocr_input, text_line
+from tilecc.compiler.tuning import model_workloads
 from tilecc.targets import get_target
 
 SHAPE = (1, 3, 48, 192)
@@ -185,6 +187,21 @@ def test_int8_build_runs_every_conv_in_int8(cls, cls_table):
     assert {dtype for dtype, layout in convs if layout == "NCHW8c"} == {"uint8"}
     assert [dtype for dtype, _ in convs].count("float32") == 0
     assert len(convs) == 53
+
+
+def test_tuning_sees_the_workloads_the_int8_build_computes(cls, cls_table):
+    """Tasks are what the build legalizes: convs over a zero-point pad with the pad taken in
+    (compiler/templates.py: fold_zero_point_pad), so their records apply."""
+    spec = get_target("x86")
+    spec = dataclasses.replace(
+        spec, graph_pipeline=int8_pipeline(cls_table, cls, spec.graph_pipeline, spec)
+    )
+    workloads = model_workloads(cls, spec)
+    plan = template_plan(spec)
+    compile_imported(cls, spec, plan=plan)
+    built = {choice.workload for choice in plan.choices.values()}
+    assert built == set(workloads)
+    assert any(wl.pad_value != 0 for wl in built)  # cls pads with zero points
 
 
 def test_cli_int8_build_refusals_write_nothing(cli, cls_table, tmp_path):

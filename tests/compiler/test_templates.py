@@ -1,11 +1,14 @@
 """Kernel templates in the build: workloads read from Relax, template choice, records, and
 small models (regular, depthwise, squeeze-excite broadcast, transposed conv) vs ONNX Runtime."""
 
+import dataclasses
 import json
 
 import numpy as np
 import onnx
 import pytest
+import tvm
+from numpy.lib.stride_tricks import sliding_window_view
 from onnx import TensorProto, helper, numpy_helper
 from tvm import relax
 from tvm.script import relax as R
@@ -14,11 +17,11 @@ from tilecc.compiler import api
 from tilecc.compiler.build import compile_imported, template_plan
 from tilecc.compiler.pipeline import relax_pipeline
 from tilecc.compiler.reference import ort_run
-from tilecc.compiler.templates import conv2d_workload, default_template
+from tilecc.compiler.templates import conv2d_workload, default_template, fold_pads
 from tilecc.schedules.registry import templates_for
 from tilecc.schedules.tune import Records
 from tilecc.schedules.tune.records import Record
-from tilecc.schedules.workload import Conv2dWorkload
+from tilecc.schedules.workload import Conv2dWorkload, workload_from_key
 from tilecc.targets import get_target
 
 
@@ -202,3 +205,74 @@ def test_pool_over_a_blocked_layout_sums_channel_vectors():
     np.testing.assert_allclose(
         run(data), data.mean(axis=(2, 3), keepdims=True), rtol=1e-5, atol=1e-6
     )
+
+
+def _padded_int8_conv(zero_point, weight: np.ndarray, width=(0, 0, 0, 0, 1, 1, 1, 1, 0, 0)):
+    """uint8 NCHW8c data padded (by default: one row and column each side, with `zero_point`,
+    as quantize-int8 pads), then a 3x3 int8 conv into int32."""
+    bb = relax.BlockBuilder()
+    x = relax.Var("x", relax.TensorType((1, 2, 9, 11, 8), "uint8"))
+    with bb.function("main", [x]):
+        with bb.dataflow():
+            pad = bb.emit(relax.op.nn.pad(x, list(width), pad_value=float(zero_point)))
+            conv = relax.op.nn.conv2d(
+                pad, relax.const(weight), data_layout="NCHW8c", out_layout="NCHW8c",
+                out_dtype="int32",
+            )  # fmt: skip
+            out = bb.emit_output(conv)
+        bb.emit_func_output(out)
+    return bb.get()
+
+
+def _ops(mod) -> set[str]:
+    ops = set()
+    relax.analysis.post_order_visit(
+        mod["main"].body,
+        lambda e: ops.add(getattr(e.op, "name", "")) if isinstance(e, relax.Call) else None,
+    )
+    return ops
+
+
+def test_a_zero_point_pad_folds_into_the_int8_template():
+    rng = np.random.default_rng(0)
+    weight = rng.integers(-127, 127, (16, 16, 3, 3), endpoint=True).astype("int8")
+    mod = _padded_int8_conv(131, weight)
+    spec = get_target("x86")
+    plan = template_plan(spec)
+    ops = _ops(fold_pads(plan)(mod))
+    assert "relax.nn.pad" not in ops and "relax.nn.conv2d" not in ops
+    (choice,) = plan.choices.values()
+    assert choice.template.name == "conv2d_int8" and choice.workload.pad_value == 131
+    assert (choice.workload.height, choice.workload.pad_top) == (9, 1)  # the pad taken in
+
+    target = spec.tvm()
+    exe = tvm.compile(mod, target=target, relax_pipeline=relax_pipeline(target, plan))
+    data = rng.integers(0, 255, (1, 16, 9, 11), endpoint=True).astype("uint8")
+    blocked = data.reshape(1, 2, 8, 9, 11).transpose(0, 1, 3, 4, 2)
+    got = relax.VirtualMachine(exe, tvm.cpu())["main"](tvm.runtime.tensor(blocked)).numpy()
+    padded = np.pad(data.astype(np.int64), ((0, 0), (0, 0), (1, 1), (1, 1)), constant_values=131)
+    windows = sliding_window_view(padded, (3, 3), axis=(2, 3))  # [1, C, 9, 11, 3, 3]
+    want = np.einsum("nchwij,ocij->nohw", windows, weight.astype(np.int64))
+    np.testing.assert_array_equal(got, want.reshape(1, 2, 8, 9, 11).transpose(0, 1, 3, 4, 2))
+
+
+@pytest.mark.parametrize(
+    "value,width,in_channels",
+    [
+        (131.5, (0, 0, 0, 0, 1, 1, 1, 1, 0, 0), 16),  # not a uint8 value
+        (300, (0, 0, 0, 0, 1, 1, 1, 1, 0, 0), 16),  # out of uint8's range
+        (131, (0, 0, 0, 1, 1, 1, 1, 1, 0, 0), 24),  # pads channel blocks too
+    ],
+    ids=["fraction", "range", "channels"],
+)
+def test_other_pads_stay(value, width, in_channels):
+    mod = _padded_int8_conv(value, np.zeros((16, in_channels, 3, 3), "int8"), width)
+    ops = _ops(fold_pads(template_plan(get_target("x86")))(mod))
+    assert {"relax.nn.pad", "relax.nn.conv2d"} <= ops
+
+
+def test_workload_key_names_the_pad_value_only_when_not_zero():
+    wl = Conv2dWorkload(1, 16, 8, 8, 16, 3, 3, 1, 1, 1, 1, 1, 1, in_block=8, dtype="uint8")
+    assert "pad_value" not in wl.key()  # records filed before pad_value still match
+    folded = dataclasses.replace(wl, pad_value=131)
+    assert '"pad_value":131' in folded.key() and workload_from_key(folded.key()) == folded

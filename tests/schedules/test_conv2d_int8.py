@@ -1,13 +1,15 @@
 """conv2d_int8 bit for bit against its NumPy integer reference: layouts, kernels, strides,
 padding, dilation, uint8 and int8 data, and the dot-product instruction it tensorizes into."""
 
+import dataclasses
+
 import pytest
 import tvm
-from template_harness import check
+from template_harness import check, check_pad_value_reference
 from tvm import s_tir, te
 
 from tilecc.schedules import int8_dot
-from tilecc.schedules.conv2d_int8 import TEMPLATE, space, vector_shape
+from tilecc.schedules.conv2d_int8 import TEMPLATE, reference, space, vector_shape
 from tilecc.schedules.space import ConfigError
 from tilecc.schedules.template import template_blocks
 from tilecc.schedules.workload import Conv2dWorkload
@@ -37,6 +39,19 @@ def test_bit_exact_over_space(wl):
     sp = space(wl, 8)
     for cfg in [sp.default(), *sp.sample(3, seed=0)]:
         check(TEMPLATE, wl, cfg, lanes=8)
+
+
+@pytest.mark.parametrize("dtype,value", [("uint8", 131), ("int8", -7)])
+def test_pads_with_the_zero_point(dtype, value):
+    """A zero-point pad taken in from the graph (compiler/templates.py: fold_zero_point_pad):
+    the template's padding stage fills with the value; its reference is the conv over data
+    padded with it."""
+    wl = dataclasses.replace(SHAPES[2], dtype=dtype, pad_value=value)  # asymmetric padding
+    ib = 4 if dtype == "int8" else 8
+    wl = dataclasses.replace(wl, in_block=ib, out_block=ib)
+    for cfg in [space(wl, 8).default(), *space(wl, 8).sample(2, seed=3)]:
+        check(TEMPLATE, wl, cfg, lanes=8)
+    check_pad_value_reference(reference, wl)
 
 
 def test_sixteen_lane_target():

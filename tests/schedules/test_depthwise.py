@@ -5,7 +5,7 @@ import dataclasses
 import numpy as np
 import pytest
 import tvm
-from template_harness import EPILOGUES, check, host_target
+from template_harness import EPILOGUES, check, check_pad_value_reference, host_target
 from tvm import s_tir, te
 
 from tilecc.schedules.depthwise import TEMPLATE, reference, space
@@ -165,3 +165,13 @@ def test_8bit_data_bit_exact(wl, dtype):
     sp = space(wl, 8)
     for cfg in [sp.default(), *sp.sample(2, seed=0)]:
         check(TEMPLATE, wl, cfg, lanes=8)
+
+
+@pytest.mark.parametrize("dtype,value", [("uint8", 131), ("int8", -7)])
+@pytest.mark.parametrize("wl", [SHAPES[0], SHAPES[8]], ids=["b16", "b1"])
+def test_pads_with_the_zero_point(wl, dtype, value):
+    """A zero-point pad taken in from the graph: the template pads its tiles with the value,
+    and the reference is the conv over data padded with it."""
+    wl = dataclasses.replace(wl, dtype=dtype, pad_value=value)
+    check(TEMPLATE, wl, space(wl, 8).default(), lanes=8)
+    check_pad_value_reference(reference, wl)
