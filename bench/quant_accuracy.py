@@ -1,7 +1,7 @@
 """int8 accuracy of PP-OCRv4 det and rec on real text images: fp32 vs fake-quant vs int8 builds
 of tilecc, per calibration method (issue 6). Writes docs/QUANTIZATION.md.
 
-    .venv/bin/python bench/quant_accuracy.py [--methods minmax,percentile,kl]
+    .venv/bin/python bench/quant_accuracy.py [--methods minmax,percentile,kl,percentile+measured]
                                              [--out docs/QUANTIZATION.md]
 
 fp32 is the reference: det's boxes and rec's strings from tilecc's fp32 build (itself checked
@@ -236,9 +236,14 @@ def ort_int8(data: Data, paths: dict[str, Path], tmp: Path) -> Outputs:
     return Outputs(outputs["det"], outputs["rec"])
 
 
+MEASURED = "+measured"  # a method's suffix: with empirical bias correction (measured shifts)
+
+
 def evaluate(method: str, data: Data, paths: dict[str, Path], tmp: Path) -> dict[str, Outputs]:
-    """Calibrate det and rec with `method`, build fake-quant and int8 from each table, and run
-    them on the evaluation inputs."""
+    """Calibrate det and rec with `method` (`percentile+measured`: with empirical bias
+    correction), build fake-quant and int8 from each table, and run them on the evaluation
+    inputs."""
+    name, empirical = method.removesuffix(MEASURED), method.endswith(MEASURED)
     shapes = {"det": [1, 3, DET_SIZE, DET_SIZE], "rec": [1, 3, ocr.REC_HEIGHT, REC_WIDTH]}
     inputs = {"det": (data.det_calib, data.det_eval), "rec": (data.rec_calib, data.rec_eval)}
     outputs = {"fake-quant": {}, "int8": {}}
@@ -246,7 +251,8 @@ def evaluate(method: str, data: Data, paths: dict[str, Path], tmp: Path) -> dict
         calib, evals = inputs[kind]
         log(f"{kind} {method}: calibrating on {len(calib)} samples")
         imported = api.import_model(paths[kind], {"x": shapes[kind]})
-        table = calibrate(imported, [{"x": x} for x in calib], method, progress=throttled)
+        samples = [{"x": x} for x in calib]
+        table = calibrate(imported, samples, name, progress=throttled, empirical=empirical)
         table_path = tmp / f"{kind}-{method}.json"
         save_table(table, table_path)
         for build, option in (("fake-quant", "fake_quant"), ("int8", "quantize")):
@@ -437,7 +443,10 @@ def report(
         f"{REC_CALIBRATION}). `tilecc.compiler.quantize.calibrate`, per-channel weights, "
         "asymmetric activations, percentile 99.99, bias correction (each conv / matmul "
         "input's per-channel mean over the calibration set gives the mean output shift that "
-        "rounding the weights causes, subtracted after the op). fake-quant: "
+        "rounding the weights causes, subtracted after the op); `+measured`: empirical bias "
+        "correction instead (`--empirical-bias-correction`, compiler/bias_correction.py: each "
+        "op's mean output shift per channel measured in the fake-quant build on the same "
+        "calibration inputs, the ops before it already corrected, and subtracted). fake-quant: "
         "`compile_model(fake_quant=)`; int8: `compile_model(quantize=)`. ONNX Runtime int8: "
         "`quantize_static` of the model at the same input shape, on the same calibration "
         "inputs (QDQ, minmax, uint8 activations, int8 per-channel weights, Conv / MatMul / "
@@ -461,7 +470,7 @@ def report(
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--methods", default="minmax,percentile,kl")
+    parser.add_argument("--methods", default=f"minmax,percentile,kl,percentile{MEASURED}")
     parser.add_argument("--out", default="docs/QUANTIZATION.md")
     args = parser.parse_args()
     check_writable(args.out)

@@ -111,6 +111,7 @@ def quantize_model(
     input_shapes: dict[str, list[int]] | None = None,
     progress=print,
     bias_correction: bool = True,
+    empirical_bias_correction: bool = False,
 ) -> Path:
     """Calibrate `model` on the `.npz` samples in `calib` and write its quantization table."""
     check_writable(output)
@@ -118,7 +119,7 @@ def quantize_model(
     samples = load_samples(calib, imported)
     table = calibrate(
         imported, samples, method, percentile, symmetric_activations, progress, per_channel,
-        bias_correction,
+        bias_correction, empirical_bias_correction,
     )  # fmt: skip
     save_table(table, Path(output))
     return Path(output)

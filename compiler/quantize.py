@@ -23,6 +23,7 @@ from tvm import relax
 from tilecc.passes.fake_quantize import anchor_key, is_anchor
 from tilecc.targets import get_target
 
+from .bias_correction import anchor_outputs, measure_output_shifts, output_axis
 from .build import bind_params, template_plan
 from .calibration import (
     METHODS,
@@ -105,9 +106,12 @@ def calibrate(
     progress: Callable[[str], None] = print,
     per_channel: bool = True,
     bias_correction: bool = True,
+    empirical: bool = False,
 ) -> dict:
     """The quantization table of `imported` over `samples` (dicts keyed by input name); with
-    `bias_correction`, each entry also holds its input's mean per channel (`channel_mean`)."""
+    `bias_correction`, each entry also holds its input's mean per channel (`channel_mean`);
+    with `empirical` too, the mean shift of its output that the fake-quant build measures
+    (`output_shift`, compiler/bias_correction.py), which builds subtract instead."""
     if method not in METHODS:
         raise InputError(f"unknown calibration method '{method}' (one of: {', '.join(METHODS)})")
     if not samples:
@@ -119,8 +123,9 @@ def calibrate(
         raise InputError(f"{imported.source}: no quantizable op (conv2d or matmul with weights)")
     host = get_target("x86")
     target = host.tvm()
+    outputs = anchor_outputs(mod) if empirical and bias_correction else []
     executable = tvm.compile(
-        with_observers(mod, unique),
+        with_observers(mod, unique + [var for _, var, _ in outputs]),
         target=target,
         relax_pipeline=relax_pipeline(target, template_plan(host)),
     )
@@ -130,22 +135,26 @@ def calibrate(
 
     def observed(sample):
         out = flatten_outputs(vm["main"](*[tvm.runtime.tensor(sample[n]) for n in names]))
-        return out[own:]
+        return out[own : own + len(unique)], out[own + len(unique) :]
 
     ranges = [RangeObserver() for _ in unique]
     kind = {var: key.split(":")[0] for key, var in reversed(points)}  # first consumer's kind
     means = [ChannelMeanObserver(1 if kind[var] == "conv2d" else -1) for var in unique]
+    out_means = {key: ChannelMeanObserver(output_axis(key)) for key, _, _ in outputs}
     for i, sample in enumerate(samples):
-        for r, m, value in zip(ranges, means, observed(sample), strict=True):
+        inputs, outs = observed(sample)
+        for r, m, value in zip(ranges, means, inputs, strict=True):
             r.observe(value)
             if bias_correction:
                 m.observe(value)
+        for m, value in zip(out_means.values(), outs, strict=True):
+            m.observe(value)
         progress(f"calibrating ({method}): ranges {i + 1}/{len(samples)}")
     hists = None
     if method != "minmax":
         hists = [HistogramObserver(r.low, r.high, magnitude=method == "kl") for r in ranges]
         for i, sample in enumerate(samples):
-            for h, value in zip(hists, observed(sample), strict=True):
+            for h, value in zip(hists, observed(sample)[0], strict=True):
                 h.observe(value)
             progress(f"calibrating ({method}): histograms {i + 1}/{len(samples)}")
     by_value = {}
@@ -165,8 +174,8 @@ def calibrate(
         }
         if bias_correction:
             by_value[var]["channel_mean"] = means[k].mean.tolist()
-    activations = {key: by_value[var] for key, var in points}
-    return {
+    activations = {key: dict(by_value[var]) for key, var in points}
+    table = {
         "format": TABLE_FORMAT,
         "model_sha256": imported.source_sha256,
         "method": method,
@@ -177,6 +186,15 @@ def calibrate(
         "samples": len(samples),
         "activations": activations,
     }
+    if outputs:
+        weight_max = get_target("x86").int8_weight_max
+        fp32 = {key: m.mean for key, m in out_means.items()}
+        inputs = [[s[n] for n in names] for s in samples]
+        shifts = measure_output_shifts(mod, table, inputs, fp32, weight_max, progress)
+        for key, shift in shifts.items():
+            activations[key]["output_shift"] = shift.tolist()
+        table["output_shift_weight_max"] = weight_max  # the rounding the shifts were measured at
+    return table
 
 
 def load_samples(folder: str | Path, imported: ImportedModel) -> list[dict[str, np.ndarray]]:

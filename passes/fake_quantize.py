@@ -25,7 +25,9 @@ class FakeQuantize:
     dequantize(quantize(x)) with the table's scale and zero point, and each constant weight is
     replaced by its int8 per-channel (symmetric) rounding times its scale. Where the table
     holds the input's per-channel mean, the mean shift the rounding causes is subtracted from
-    the output (bias correction). The int8 accuracy preview before deploying.
+    the output (bias correction); where it holds a measured `output_shift` (calibrated with
+    empirical bias correction, weights rounded as here), that is subtracted instead. The int8
+    accuracy preview before deploying.
     Options: table (path of the JSON table), per-channel (weights per output channel, default
     true; false: one scale per tensor), weight-max (weights rounded to [-weight-max,
     weight-max]: 127, or 63 where the target's int8 kernels take 7-bit weights),
@@ -49,6 +51,7 @@ class FakeQuantize:
         try:
             data = json.loads(Path(table).read_text())
             self.activations = data["activations"]
+            self.shift_weight_max = data.get("output_shift_weight_max")
         except (OSError, ValueError, KeyError) as exc:
             raise PassOptionError("fake-quantize", "table", f"{table} ({exc})") from exc
         if not 1 <= weight_max <= 127:
@@ -82,6 +85,7 @@ class _FakeQuantize(relax.PyExprMutator):
         self.activations = opts.activations
         self.per_channel, self.weight_max = opts.per_channel, opts.weight_max
         self.bias_correction = opts.bias_correction
+        self.measured = opts.shift_weight_max == opts.weight_max  # output_shift applies
         self.count = 0  # conv2d / matmul with constant weights seen so far: the table's key
         self.done: dict = {}  # activation -> its dequantized value (emitted once)
 
@@ -110,22 +114,25 @@ class _FakeQuantize(relax.PyExprMutator):
         w8 = quantize_weight(w, scales, axis, self.weight_max).astype(np.float32)
         fake = (w8 * (scales.reshape(shape) if scales.size > 1 else scales[0])).astype(np.float32)
         out = relax.Call(call.op, [self.done[x], relax.const(fake)], call.attrs, call.ty_args)
-        shift = self._shift(original, w, fake, params.get("channel_mean"))
+        shift = self._shift(original, w, fake, params)
         if shift is None:
             return out
         return relax.op.subtract(self.builder_.emit(out), relax.const(shift))
 
-    def _shift(self, call, weight, fake, mean):
+    def _shift(self, call, weight, fake, params):
         """The bias correction of `call` shaped to broadcast against its output, or None."""
+        mean = params.get("channel_mean")
         if not self.bias_correction or mean is None:
             return None
+        measured = params.get("output_shift") if self.measured else None
         if call.op.name == "relax.matmul":
-            shift = bias_shift(weight, fake, mean, "matmul")
-            return None if shift is None else shift.astype(np.float32)
+            shift = measured if measured is not None else bias_shift(weight, fake, mean, "matmul")
+            return None if shift is None else np.asarray(shift, np.float32)
         attrs = call.attrs
         if (str(attrs.data_layout), str(attrs.out_layout), str(attrs.kernel_layout)) != (
             "NCHW", "NCHW", "OIHW"
         ):  # fmt: skip
             return None
-        shift = bias_shift(weight, fake, mean, "conv2d", int(attrs.groups))
-        return None if shift is None else shift.astype(np.float32).reshape(1, -1, 1, 1)
+        if measured is None:
+            measured = bias_shift(weight, fake, mean, "conv2d", int(attrs.groups))
+        return None if measured is None else np.asarray(measured, np.float32).reshape(1, -1, 1, 1)

@@ -69,7 +69,9 @@ class QuantizeInt8:
         if not 1 <= weight_max <= 127:
             raise PassOptionError("quantize-int8", "weight-max", weight_max)
         try:
-            self.activations = json.loads(Path(table).read_text())["activations"]
+            data = json.loads(Path(table).read_text())
+            self.activations = data["activations"]
+            self.shift_weight_max = data.get("output_shift_weight_max")
         except (OSError, ValueError, KeyError, TypeError) as exc:
             raise PassOptionError("quantize-int8", "table", f"{table} ({exc})") from exc
         self.data_dtype, self.weight_max, self.per_channel = data_dtype, weight_max, per_channel
@@ -131,8 +133,21 @@ class _QuantizeInt8(relax.PyExprMutator):
         mean = params.get("channel_mean")
         shift = None  # with means of another length (x's first consumer was a conv), none
         if opts.bias_correction and mean is not None:
-            shift = bias_shift(weight, wq * scales.reshape(1, -1), np.asarray(mean), "matmul")
+            shift = self._measured(params, weight.shape[1])
+            if shift is None:
+                rounded = wq * scales.reshape(1, -1)
+                shift = bias_shift(weight, rounded, np.asarray(mean), "matmul")
         return self._requantize(acc, correction, scale * scales, shift, relax.const)
+
+    def _measured(self, params, channels: int) -> np.ndarray | None:
+        """The table's measured output shift (empirical bias correction), widened by zeros
+        to `channels` (output channels pad-channels added since), if it was measured with
+        weights rounded as here; else None."""
+        shift = params.get("output_shift")
+        if shift is None or self.opts.shift_weight_max != self.opts.weight_max:
+            return None
+        shift = np.asarray(shift, np.float64)
+        return np.pad(shift, (0, channels - shift.size))
 
     def _requantize(self, acc, correction, rescale, shift, shaped):
         """(acc - correction) * rescale [- shift]: per-output-channel int / float vectors, each
@@ -203,9 +218,11 @@ class _QuantizeInt8(relax.PyExprMutator):
         mean = params.get("channel_mean")
         shift = None  # with means of another length (x's first consumer was a matmul), none
         if opts.bias_correction and mean is not None:
-            rounded = wq * scales.reshape(-1, 1, 1, 1)
-            mean = _padded_mean(np.asarray(mean), weight)
-            shift = bias_shift(weight, rounded, mean, "conv2d", int(attrs.groups))
+            shift = self._measured(params, weight.shape[0])
+            if shift is None:
+                rounded = wq * scales.reshape(-1, 1, 1, 1)
+                mean = _padded_mean(np.asarray(mean), weight)
+                shift = bias_shift(weight, rounded, mean, "conv2d", int(attrs.groups))
         layout = str(attrs.out_layout)
         return self._requantize(
             acc, correction, scale * scales, shift, lambda v: _per_channel(v, layout)

@@ -40,6 +40,13 @@ def add_parser(sub) -> None:
         help="record each op input's per-channel mean, so int8 builds subtract the mean shift "
         "that rounding the weights causes (default: on)",
     )
+    parser.add_argument(
+        "--empirical-bias-correction",
+        action="store_true",
+        help="measure each op's output shift in the fake-quant build, ops before it already "
+        "corrected, and subtract that instead (catches what rounding activations shifts too; "
+        "one run over the samples per depth of ops)",
+    )
     add_input_shapes_arg(parser)
     parser.add_argument("-o", "--output", required=True, metavar="TABLE.json")
     parser.set_defaults(drive=drive_quantize)
@@ -57,6 +64,7 @@ def drive_quantize(args) -> int:
         input_shapes(args),
         progress=progress,
         bias_correction=args.bias_correction,
+        empirical_bias_correction=args.empirical_bias_correction,
     )
     progress(f"wrote {out}")
     return 0
