@@ -38,9 +38,25 @@ def _tensor_shapes(args) -> tuple:
     return tuple(shapes)
 
 
+@dataclass(frozen=True)
+class Profile:
+    kernels: list[KernelTime]  # slowest total first
+    run_ms: float  # median wall time of the profiled runs, hook included
+
+    @property
+    def kernel_ms(self) -> float:
+        return sum(k.total_ms for k in self.kernels)
+
+
 def profile_kernels(vm, args: list, repeat: int = 10, warmup: int = 2) -> list[KernelTime]:
     """Every function that `vm`'s "main" calls (fused kernels and VM builtins), called with
     `args` (tvm tensors) `repeat` times after `warmup` runs; slowest total first."""
+    return profile_model(vm, args, repeat, warmup).kernels
+
+
+def profile_model(vm, args: list, repeat: int = 10, warmup: int = 2) -> Profile:
+    """`profile_kernels`, and the median wall time of the same runs: on a host whose speed
+    drifts, the kernel times are read against the runs they were taken in."""
     from tvm.runtime.vm import VMInstrumentReturnKind
 
     started: list[float] = []
@@ -64,10 +80,13 @@ def profile_kernels(vm, args: list, repeat: int = 10, warmup: int = 2) -> list[K
         main(*args)
     vm.set_instrument(instrument)
     totals: dict[str, list[float]] = defaultdict(list)
+    runs = []
     try:
         for _ in range(repeat):
             per_run.clear()
+            start = time.perf_counter()
             main(*args)
+            runs.append(time.perf_counter() - start)
             for symbol, seconds in per_run.items():
                 totals[symbol].append(seconds)
     finally:
@@ -77,4 +96,5 @@ def profile_kernels(vm, args: list, repeat: int = 10, warmup: int = 2) -> list[K
         count = calls[symbol] // repeat
         ms = float(np.median(samples)) * 1e3 / max(count, 1)
         times.append(KernelTime(symbol, count, ms, shapes[symbol]))
-    return sorted(times, key=lambda k: -k.total_ms)
+    kernels = sorted(times, key=lambda k: -k.total_ms)
+    return Profile(kernels, float(np.median(runs)) * 1e3)

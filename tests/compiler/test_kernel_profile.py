@@ -2,7 +2,7 @@ import numpy as np
 from onnx_models import conv_relu
 
 from tilecc.compiler import api
-from tilecc.compiler.kernel_profile import profile_kernels
+from tilecc.compiler.kernel_profile import profile_kernels, profile_model
 from tilecc.compiler.reference import ort_run
 from tilecc.compiler.runtime import CompiledModel
 
@@ -13,7 +13,12 @@ def test_profile_times_each_kernel_inside_the_model_run(tmp_path):
     compiled = CompiledModel(api.compile_model(path, "x86", tmp_path / "m.so"))
     inputs = {"x": np.random.default_rng(0).random((1, 3, 16, 16), np.float32)}
     vm = compiled.host_vm()
-    kernels = profile_kernels(vm, compiled.host_args(inputs), repeat=3)
+    profile = profile_model(vm, compiled.host_args(inputs), repeat=3)
+    kernels = profile.kernels
+    assert profile.run_ms > 0 and profile.kernel_ms == sum(k.total_ms for k in kernels)
+    assert {k.name for k in profile_kernels(vm, compiled.host_args(inputs))} == {
+        k.name for k in kernels
+    }
     conv = next(k for k in kernels if "conv2d" in k.name)
     assert conv.calls == 1  # per run, not per profile
     assert conv.arg_shapes[0] == ((1, 3, 16, 16), "float32")
