@@ -102,8 +102,9 @@ def measure_output_shifts(
         options = f"table={path} per-channel={per_channel} weight-max={weight_max}"
         fake = run_pipeline(prepared, f"fake-quantize{{{options} bias-correction=false}}")
     shifted, keys = _with_shift_inputs(fake)
-    outputs = {key: var for key, var, _ in anchor_outputs(fake)}
-    depth = {key: d for key, _, d in anchor_outputs(fake)}
+    anchors = anchor_outputs(fake)
+    outputs = {key: var for key, var, _ in anchors}
+    depth = {key: d for key, _, d in anchors}
     observed = [outputs[k] for k in keys]
     shifts = {k: np.zeros(shape, np.float32) for k, shape in keys.items()}
     host = get_target("x86")
@@ -114,15 +115,17 @@ def measure_output_shifts(
         relax_pipeline=relax_pipeline(target, template_plan(host)),
     )
     vm = relax.VirtualMachine(executable, tvm.cpu())
-    own = len(vm["main"](*_inputs(samples[0], shifts))) - len(keys)  # the model's outputs
+    inputs = [[tvm.runtime.tensor(x) for x in sample] for sample in samples]  # converted once
+    own = len(vm["main"](*inputs[0], *_tensors(shifts))) - len(keys)  # the model's outputs
     index = {k: own + i for i, k in enumerate(keys)}
     measured: dict[str, np.ndarray] = {}
     levels = sorted({depth[k] for k in keys if k in table["activations"]})
     for step, level in enumerate(levels, 1):
         now = [k for k in keys if depth[k] == level and k in table["activations"]]
         means = {k: ChannelMeanObserver(output_axis(k)) for k in now}
-        for sample in samples:
-            out = vm["main"](*_inputs(sample, shifts))
+        corrections = _tensors(shifts)  # the shifts measured so far, zeros for the rest
+        for sample in inputs:
+            out = vm["main"](*sample, *corrections)
             for k, mean in means.items():  # only these outputs leave the runtime
                 mean.observe(out[index[k]].numpy())
         for k in now:
@@ -132,6 +135,5 @@ def measure_output_shifts(
     return measured
 
 
-def _inputs(sample: list[np.ndarray], shifts: dict[str, np.ndarray]) -> list:
-    """The model's inputs, then each anchor's shift (zeros where not measured yet)."""
-    return [tvm.runtime.tensor(x) for x in [*sample, *shifts.values()]]
+def _tensors(shifts: dict[str, np.ndarray]) -> list:
+    return [tvm.runtime.tensor(x) for x in shifts.values()]

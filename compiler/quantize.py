@@ -39,7 +39,6 @@ from .files import atomic_output
 from .frontend_onnx import ImportedModel
 from .pass_pipeline import run_pipeline
 from .pipeline import relax_pipeline
-from .runtime import flatten_outputs
 
 # Tables name each activation by its op's rank among the conv2d / matmul ops QUANT_PIPELINE
 # leaves; version 2: conv-transpose-to-conv1x1 makes a conv2d_transpose a conv2d (a matmul
@@ -131,11 +130,14 @@ def calibrate(
     )
     vm = relax.VirtualMachine(executable, tvm.cpu())
     names = [i.name for i in imported.inputs]
-    own = len(imported.outputs)
 
-    def observed(sample):
-        out = flatten_outputs(vm["main"](*[tvm.runtime.tensor(sample[n]) for n in names]))
-        return out[own : own + len(unique)], out[own + len(unique) :]
+    def observed(sample, with_outputs=True):
+        """The observed op inputs and, `with_outputs`, the observed op outputs of a run."""
+        out = vm["main"](*[tvm.runtime.tensor(sample[n]) for n in names])
+        first = len(out) - len(unique) - len(outputs)  # after the model's own outputs
+        stop = len(out) if with_outputs else first + len(unique)
+        values = [out[i].numpy() for i in range(first, stop)]  # only these leave the runtime
+        return values[: len(unique)], values[len(unique) :]
 
     ranges = [RangeObserver() for _ in unique]
     kind = {var: key.split(":")[0] for key, var in reversed(points)}  # first consumer's kind
@@ -154,7 +156,7 @@ def calibrate(
     if method != "minmax":
         hists = [HistogramObserver(r.low, r.high, magnitude=method == "kl") for r in ranges]
         for i, sample in enumerate(samples):
-            for h, value in zip(hists, observed(sample)[0], strict=True):
+            for h, value in zip(hists, observed(sample, with_outputs=False)[0], strict=True):
                 h.observe(value)
             progress(f"calibrating ({method}): histograms {i + 1}/{len(samples)}")
     by_value = {}
