@@ -31,11 +31,14 @@ class FakeQuantize:
     Options: table (path of the JSON table), per-channel (weights per output channel, default
     true; false: one scale per tensor), weight-max (weights rounded to [-weight-max,
     weight-max]: 127, or 63 where the target's int8 kernels take 7-bit weights),
-    bias-correction (default true; applies where the table has `channel_mean`).
+    bias-correction (default true; applies where the table has `channel_mean`),
+    quantized-resize (default true: a nearest-neighbour resize of an activation the table
+    quantizes reads the quantized value, as the int8 build copies its 8-bit codes).
     Example (x calibrated to scale s, zero point z, mean m):
-        before:  y = R.nn.conv2d(x, W)
+        before:  y = R.nn.conv2d(x, W); u = R.image.resize2d(x, ..., method="nearest_neighbor")
         after:   q = R.quantize(x, s, z); x2 = R.dequantize(q, s, z)
                  y = R.subtract(R.nn.conv2d(x2, W8), shift)  # shift = E[(W8 - W) x] from m
+                 u = R.image.resize2d(x2, ..., method="nearest_neighbor")
     Leaves alone: inputs the table does not name, weights computed at run time.
     """
 
@@ -45,6 +48,7 @@ class FakeQuantize:
         per_channel: bool = True,
         weight_max: int = 127,
         bias_correction: bool = True,
+        quantized_resize: bool = True,
     ):
         if not table:
             raise PassOptionError("fake-quantize", "table", table)
@@ -57,10 +61,10 @@ class FakeQuantize:
         if not 1 <= weight_max <= 127:
             raise PassOptionError("fake-quantize", "weight-max", weight_max)
         self.per_channel, self.weight_max = per_channel, weight_max
-        self.bias_correction = bias_correction
+        self.bias_correction, self.quantized_resize = bias_correction, quantized_resize
 
     def transform_function(self, func, mod, ctx):
-        return _FakeQuantize(self).visit_expr(func)
+        return _FakeQuantize(self, quantized_inputs(func, self.activations)).visit_expr(func)
 
 
 def is_anchor(call) -> bool:
@@ -78,11 +82,41 @@ def anchor_key(call: relax.Call, index: int) -> str:
     return f"{call.op.name.split('.')[-1]}:{index}"
 
 
+def quantized_inputs(func: relax.Function, activations: dict) -> dict:
+    """activation -> the table's parameters of the first anchor in `func` that takes it (the
+    values the int8 build quantizes), counting anchors in binding order as the passes do."""
+    found, count = {}, 0
+    for block in func.body.blocks:
+        for binding in block.bindings:
+            call = binding.value
+            if not is_anchor(call):
+                continue
+            params = activations.get(anchor_key(call, count))
+            count += 1
+            if params is not None:
+                found.setdefault(call.args[0], params)
+    return found
+
+
+def is_nearest_resize(call) -> bool:
+    """A nearest-neighbour resize2d of fp32 data: it only copies elements, so it commutes with
+    quantization, and on a quantized value it can copy the 8-bit codes."""
+    return (
+        isinstance(call, relax.Call)
+        and getattr(call.op, "name", None) == "relax.image.resize2d"
+        and str(call.attrs.method) == "nearest_neighbor"
+        and str(call.attrs.out_dtype) in ("None", "void", "")  # the output takes the input's
+        and isinstance(call.args[0], relax.Var)
+        and getattr(call.args[0].ty, "dtype", None) == "float32"
+    )
+
+
 @relax.expr_functor.mutator
 class _FakeQuantize(relax.PyExprMutator):
-    def __init__(self, opts: FakeQuantize):
+    def __init__(self, opts: FakeQuantize, inputs: dict):
         super().__init__()
         self.activations = opts.activations
+        self.inputs = inputs if opts.quantized_resize else {}  # resizes read these quantized
         self.per_channel, self.weight_max = opts.per_channel, opts.weight_max
         self.bias_correction = opts.bias_correction
         self.measured = opts.shift_weight_max == opts.weight_max  # output_shift applies
@@ -92,6 +126,9 @@ class _FakeQuantize(relax.PyExprMutator):
     def visit_call_(self, call):
         original = call
         call = super().visit_call_(call)
+        if is_nearest_resize(original) and original.args[0] in self.inputs:
+            x = self._dequantized(original.args[0], call.args[0], self.inputs[original.args[0]])
+            return relax.Call(call.op, [x, *call.args[1:]], call.attrs, call.ty_args)
         if not is_anchor(original):
             return call
         name = original.op.name
@@ -100,12 +137,7 @@ class _FakeQuantize(relax.PyExprMutator):
         params = self.activations.get(key)
         if params is None:
             return call
-        x = original.args[0]
-        if x not in self.done:
-            scale = relax.const(np.float32(params["scale"]))
-            zero = relax.const(np.int8(params["zero_point"]))
-            q = self.builder_.emit(relax.op.quantize(call.args[0], scale, zero, out_dtype="int8"))
-            self.done[x] = self.builder_.emit(relax.op.dequantize(q, scale, zero))
+        x = self._dequantized(original.args[0], call.args[0], params)
         w = call.args[1].value.numpy()
         axis = _AXIS[name] % w.ndim
         scales = weight_scales(w, self.per_channel, axis, self.weight_max)
@@ -113,11 +145,21 @@ class _FakeQuantize(relax.PyExprMutator):
         shape[axis] = -1
         w8 = quantize_weight(w, scales, axis, self.weight_max).astype(np.float32)
         fake = (w8 * (scales.reshape(shape) if scales.size > 1 else scales[0])).astype(np.float32)
-        out = relax.Call(call.op, [self.done[x], relax.const(fake)], call.attrs, call.ty_args)
+        out = relax.Call(call.op, [x, relax.const(fake)], call.attrs, call.ty_args)
         shift = self._shift(original, w, fake, params)
         if shift is None:
             return out
         return relax.op.subtract(self.builder_.emit(out), relax.const(shift))
+
+    def _dequantized(self, x, value, params):
+        """dequantize(quantize(value)) with `params`: activation `x` as int8 sees it (emitted
+        once per activation)."""
+        if x not in self.done:
+            scale = relax.const(np.float32(params["scale"]))
+            zero = relax.const(np.int8(params["zero_point"]))
+            q = self.builder_.emit(relax.op.quantize(value, scale, zero, out_dtype="int8"))
+            self.done[x] = self.builder_.emit(relax.op.dequantize(q, scale, zero))
+        return self.done[x]
 
     def _shift(self, call, weight, fake, params):
         """The bias correction of `call` shaped to broadcast against its output, or None."""

@@ -13,7 +13,7 @@ from tvm import relax
 from tilecc.compiler.calibration import bias_shift, quantize_weight, weight_scales
 from tilecc.compiler.errors import PassOptionError
 
-from .fake_quantize import anchor_key, is_anchor
+from .fake_quantize import anchor_key, is_anchor, is_nearest_resize, quantized_inputs
 from .registry import register_pass
 
 _BLOCKED = re.compile(r"^NCHW(\d+)c$")
@@ -35,9 +35,13 @@ class QuantizeInt8:
     int8 kernel's epilogue.
     Runs after layout conversion: the table's keys (`conv2d:<k>`, the k-th conv2d / matmul
     with constant weights) count anchors the same way as the pipeline it was calibrated on.
+    A nearest-neighbour resize of an activation that some conv / matmul here quantizes copies
+    the 8-bit codes instead and is dequantized after (det's FPN upsampling: a quarter of the
+    bytes, and its fp32 input is then often read only by its quantize); fake-quantize resizes
+    the quantized value likewise, so the two agree.
     Options: table (path of the JSON table), data-dtype (uint8 for x86's vpmaddubsw, int8 for
     aarch64's sdot), weight-max (63 where vpmaddubsw would saturate, else 127), per-channel
-    (default true), bias-correction (default true).
+    (default true), bias-correction (default true), quantized-resize (default true).
     Example (x calibrated to s, z; NCHW8c, uint8):
         before:  y = R.nn.conv2d(x, W, padding=[1, 1, 1, 1], data_layout="NCHW8c", ...)
         after:   q = R.quantize(x, s, z + 128, out_dtype="uint8")
@@ -61,6 +65,7 @@ class QuantizeInt8:
         weight_max: int = 127,
         per_channel: bool = True,
         bias_correction: bool = True,
+        quantized_resize: bool = True,
     ):
         if data_dtype not in _ZERO_SHIFT:
             raise PassOptionError(
@@ -75,23 +80,26 @@ class QuantizeInt8:
         except (OSError, ValueError, KeyError, TypeError) as exc:
             raise PassOptionError("quantize-int8", "table", f"{table} ({exc})") from exc
         self.data_dtype, self.weight_max, self.per_channel = data_dtype, weight_max, per_channel
-        self.bias_correction = bias_correction
+        self.bias_correction, self.quantized_resize = bias_correction, quantized_resize
 
     def transform_function(self, func, mod, ctx):
-        return _QuantizeInt8(self).visit_expr(func)
+        return _QuantizeInt8(self, quantized_inputs(func, self.activations)).visit_expr(func)
 
 
 @relax.expr_functor.mutator
 class _QuantizeInt8(relax.PyExprMutator):
-    def __init__(self, opts: QuantizeInt8):
+    def __init__(self, opts: QuantizeInt8, inputs: dict):
         super().__init__()
         self.opts = opts
+        self.inputs = inputs if opts.quantized_resize else {}  # resizes copy these as 8 bits
         self.count = 0  # conv2d / matmul anchors seen so far: the table's key
         self.quantized: dict = {}  # activation -> its 8-bit value (emitted once)
 
     def visit_call_(self, call):
         original = call
         call = super().visit_call_(call)
+        if is_nearest_resize(original) and original.args[0] in self.inputs:
+            return self._int8_resize(call, original.args[0], self.inputs[original.args[0]])
         if not is_anchor(original):
             return call
         key = anchor_key(original, self.count)
@@ -120,6 +128,14 @@ class _QuantizeInt8(relax.PyExprMutator):
                 )
             )
         return self.quantized[x], zero, scale
+
+    def _int8_resize(self, call, x, params):
+        """The resize on x's 8-bit codes, dequantized: equal to resizing dequantize(quantize(x)),
+        which is what fake-quantize computes."""
+        data, zero, scale = self._quantized_input(call, x, params)
+        moved = self.builder_.emit(relax.Call(call.op, [data, *call.args[1:]], call.attrs))
+        zero_point = relax.const(np.dtype(self.opts.data_dtype).type(zero))
+        return relax.op.dequantize(moved, relax.const(np.float32(scale)), zero_point)
 
     def _int8_matmul(self, call, x, params):
         opts = self.opts

@@ -15,6 +15,7 @@ from tilecc.compiler.build import template_plan
 from tilecc.compiler.calibration import bias_shift, quantize_weight, weight_scales
 from tilecc.compiler.errors import PassOptionError
 from tilecc.compiler.pipeline import relax_pipeline
+from tilecc.passes.fake_quantize import FakeQuantize
 from tilecc.passes.quantize_int8 import QuantizeInt8
 from tilecc.targets import get_target
 
@@ -272,6 +273,65 @@ def test_zero_point_zero_keeps_the_convs_own_padding(tmp_path):
     (got,) = run(after, x)
     expected = int8_conv(unblock(x), oihw(W_CONV), relu_range, "uint8", 63)
     np.testing.assert_allclose(unblock(got), expected, rtol=1e-5, atol=1e-5)
+
+
+def upsample_then_conv():
+    """det's FPN step: x upsampled 2x (nearest) and added to y, x also the input of a conv
+    (anchor 0) that comes after the resize in binding order."""
+
+    @I.ir_module
+    class Fpn:
+        @R.function
+        def main(x: R.Tensor((1, 2, 3, 4, 8), "float32"), y: R.Tensor((1, 2, 6, 8, 8), "float32"),
+                 wc: R.Tensor((2, 2, 3, 3, 8, 8), "float32")):  # fmt: skip
+            R.func_attr({"num_input": 2})
+            with R.dataflow():
+                up = R.image.resize2d(x, R.shape([6, 8]), layout="NCHW8c",
+                                      method="nearest_neighbor",
+                                      coordinate_transformation_mode="asymmetric",
+                                      rounding_method="floor")  # fmt: skip
+                s = R.add(y, up)
+                a = R.nn.conv2d(x, wc, padding=[1, 1, 1, 1], data_layout="NCHW8c",
+                                kernel_layout="OIHW8i8o", out_layout="NCHW8c")  # fmt: skip
+                R.output(s, a)
+            return (s, a)
+
+    return relax.transform.BindParams("main", {"wc": tvm.runtime.tensor(W_CONV)})(Fpn)
+
+
+@pytest.mark.parametrize("dtype", ["uint8", "int8"])
+def test_nearest_resize_of_a_quantized_input_copies_its_8bit_codes(tmp_path, dtype):
+    path = table(tmp_path, {"conv2d:0": A_PARAMS})
+    after = QuantizeInt8(path, data_dtype=dtype)(upsample_then_conv())
+    relax.analysis.well_formed(after)
+    (resize,) = [c for c in calls(after) if c.op.name == "relax.image.resize2d"]
+    assert str(resize.args[0].ty.dtype) == dtype and str(resize.ty.dtype) == dtype
+    names = [c.op.name for c in calls(after)]
+    assert names.count("relax.quantize") == 1 and names.count("relax.dequantize") == 1
+
+    x = RNG.uniform(-3.0, 4.0, (1, 2, 3, 4, 8)).astype("float32")  # some of it clips
+    y = RNG.uniform(-1.0, 1.0, (1, 2, 6, 8, 8)).astype("float32")
+    s, _ = run(after, x, y)
+    scale, zero = A_PARAMS["scale"], A_PARAMS["zero_point"]
+    seen = (np.clip(np.round(x / scale) + zero, -128, 127) - zero) * scale
+    up = seen.repeat(2, axis=2).repeat(2, axis=3)
+    np.testing.assert_allclose(s, y + up.astype(np.float32), rtol=0, atol=1e-6)
+    # the fake-quant preview resizes the quantized value too: the same sum (to fp32 rounding:
+    # the builds fuse the dequantize's multiply and the add differently)
+    fake = FakeQuantize(path)(upsample_then_conv())
+    fake_s, _ = run(fake, x, y)
+    np.testing.assert_allclose(fake_s, s, rtol=0, atol=1e-6)
+
+
+def test_quantized_resize_false_leaves_the_resize_in_fp32(tmp_path):
+    path = table(tmp_path, {"conv2d:0": A_PARAMS})
+    for opts in (
+        QuantizeInt8(path, quantized_resize=False),
+        FakeQuantize(path, quantized_resize=False),
+    ):
+        after = opts(upsample_then_conv())
+        (resize,) = [c for c in calls(after) if c.op.name == "relax.image.resize2d"]
+        assert resize.args[0].same_as(after["main"].params[0])
 
 
 def rounded(w, weight_max):
