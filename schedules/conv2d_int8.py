@@ -23,9 +23,13 @@ conv2d_direct, one output block per vector.
 
 Why pixels: on AVX-512 an NCHW8c conv with 24 output channels (det's FPN) cannot fill zmm with
 channels; 2 pixels x 8 channels can: twice the multiply-adds per vpdpbusd, for a second data
-broadcast and a combine per pixel pair. The epilogue stays one block wide: over pixels x
-channels every per-channel constant would be gathered lane by lane (TVM's vectorizer cannot
-express the repeated 8-lane pattern), which cost more than the wider arithmetic saved.
+broadcast and a combine per pixel pair. That pays where the CPU runs zmm at full width (det's
+96 -> 24 3x3 convs at 160 x 160 alone: 1.17 -> 0.80 ms); on AMD Zen 4, which issues zmm as
+two ymm halves, the pair is only overhead (1.47 ms as 8c, 1.85 as 2x8c; det int8 12.75 ->
+11.72 ms with 8c), so there the default stays one block per vector. The epilogue stays one
+block wide: over pixels x channels every per-channel constant would be gathered lane by lane
+(TVM's vectorizer cannot express the repeated 8-lane pattern), which cost more than the wider
+arithmetic saved.
 """
 
 from __future__ import annotations
@@ -117,11 +121,13 @@ def space(wl, lanes: int) -> Space:
     )
     knobs = dict(sp.knobs)
     # Default vector: the SIMD width in channels where they fill it (one data broadcast per
-    # column), else pixels x channels where those fill it (a broadcast per pixel and a combine,
-    # but twice the lanes of the block alone; det's 96 -> 24 3x3 convs ran 1.5x faster), else the
-    # block. The epilogue runs per block in every case (a vector over pixels x channels would
-    # gather each per-channel constant lane by lane).
-    paired = [x for x in vectors if "x" in x]
+    # column), else pixels x channels where those fill it and the CPU runs the full width at
+    # full rate (a broadcast per pixel and a combine, but twice the lanes of the block alone;
+    # det's 96 -> 24 3x3 convs ran 1.5x faster; 1.25x slower on Zen 4), else the block. The
+    # epilogue runs per block in every case (a vector over pixels x channels would gather each
+    # per-channel constant lane by lane). The target is the one being compiled for, if any.
+    target = tvm.target.Target.current(allow_none=True)
+    paired = [x for x in vectors if "x" in x] if int8_dot.full_rate_512(target) else []
     vector = f"{lanes}c" if f"{lanes}c" in vectors else (paired or vectors)[0]
     p, v = _pixels_channels(vector)
 

@@ -200,6 +200,19 @@ def target_features(target) -> frozenset[str]:
     return frozenset(features)
 
 
+# CPUs (LLVM -mcpu names) that issue a 512-bit vector instruction as two 256-bit halves (AMD
+# Zen 4): a zmm vpdpbusd does no more multiply-adds per cycle there than a ymm one.
+_HALF_RATE_512 = frozenset({"znver4"})
+
+
+def full_rate_512(target) -> bool:
+    """Whether `target`'s CPU runs 512-bit instructions at full width (True when there is no
+    target or it names no CPU known to split them)."""
+    if target is None:
+        return True
+    return str(target.attrs.get("mcpu") or "") not in _HALF_RATE_512
+
+
 def intrinsic(data_dtype: str, lanes: int, features, pixels: int = 1) -> str | None:
     """The tensor intrinsic for `lanes` int32 accumulators (over `pixels` output pixels) over
     `data_dtype` data on a CPU with `features` (LLVM feature names: avx2, avx512bw, avx512vnni,

@@ -99,6 +99,15 @@ def test_pixel_pairs_only_where_pixels_sit_one_block_apart():
     assert space(conv(96, 160, 160, 24, 3, pad=(1, 1, 1, 1)), 16).default()["vector"] == "2x8c"
 
 
+def test_pixel_pairs_are_no_default_where_zmm_runs_as_two_halves():
+    wl = conv(96, 160, 160, 24, 3, pad=(1, 1, 1, 1))
+    with tvm.target.Target({"kind": "llvm", "mcpu": "znver4"}):  # AMD Zen 4
+        zen4 = space(wl, 16)
+    assert zen4.default()["vector"] == "8c" and "2x8c" in zen4.knobs["vector"].values
+    with tvm.target.Target({"kind": "llvm", "mcpu": "sapphirerapids"}):
+        assert space(wl, 16).default()["vector"] == "2x8c"
+
+
 def _scheduled(wl, cfg, target):
     data = te.placeholder(wl.data_shape(), wl.dtype, name="data")
     weight = te.placeholder(TEMPLATE.weight_transform(
