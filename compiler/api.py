@@ -16,7 +16,7 @@ import sys
 import tempfile
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -207,11 +207,22 @@ class Timing:
     median_ms: float
     min_ms: float
     max_ms: float
+    samples_ms: tuple[float, ...] = field(default=(), repr=False)  # in the order run
 
     @staticmethod
     def of(samples_s: list[float]) -> Timing:
         ms = [s * 1e3 for s in samples_s]
-        return Timing(statistics.median(ms), min(ms), max(ms))
+        return Timing(statistics.median(ms), min(ms), max(ms), tuple(ms))
+
+
+def paired_ratio(slow: Timing, fast: Timing) -> float:
+    """The median over rounds of slow / fast, for two runners timed taking turns
+    (`time_interleaved`): each round's pair ran moments apart, on the machine in one state.
+    Where this VM switches between a fast and a slow state while timing, and a stall hits one
+    run, the two medians can come from different states; each round's ratio does not."""
+    if len(slow.samples_ms) != len(fast.samples_ms) or not slow.samples_ms:
+        raise ValueError("paired_ratio needs two timings of the same interleaved rounds")
+    return statistics.median(a / b for a, b in zip(slow.samples_ms, fast.samples_ms, strict=True))
 
 
 def host_runner(compiled: CompiledModel, inputs) -> Callable[[], object]:
