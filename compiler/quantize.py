@@ -263,7 +263,9 @@ def fake_quant_pipeline(
 def int8_pipeline(table_path: str | Path, imported: ImportedModel, rest: str, target) -> str:
     """The graph pipeline of an int8 build for `target` (a TargetSpec): `rest` (the target's
     pipeline, which numbers conv2d / matmul anchors as QUANT_PIPELINE does), then
-    `quantize-int8` with the table and the target's int8 data type and weight range."""
+    `quantize-int8` with the table and the target's int8 data type and weight range, and
+    `sink-shuffles` (a quantize after a depth-to-space moves before it, into the conv's
+    epilogue) ahead of the passes that fold the requantization."""
     if target.int8_data is None:
         raise InputError(f"target '{target.name}' has no int8 kernels; --quantize needs one")
     table = read_table(table_path, imported)
@@ -272,7 +274,10 @@ def int8_pipeline(table_path: str | Path, imported: ImportedModel, rest: str, ta
         f"table={Path(table_path).resolve()} data-dtype={target.int8_data} "
         f"weight-max={target.int8_weight_max} per-channel={per_channel}"
     )
-    return f"{rest},quantize-int8{{{options}}},multiply-by-reciprocal,fold-affine-chains,dce"
+    return (
+        f"{rest},quantize-int8{{{options}}},sink-shuffles,multiply-by-reciprocal,"
+        "fold-affine-chains,dce"
+    )
 
 
 QDQ = "qdq"  # `--quantize qdq`: the table comes from the model's own Q/DQ parameters

@@ -18,6 +18,7 @@ from . import (  # noqa: F401  (imported to register)
     quantize_int8,
     scalarize_constants,
     simplify_reshape,
+    sink_shuffles,
 )
 from .registry import PassInfo, PassOption, all_passes, get_pass_info, register_pass
 
