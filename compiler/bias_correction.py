@@ -93,13 +93,12 @@ def measure_output_shifts(
     fake-quant build of `prepared` (QUANT_PIPELINE's module) with `table` and weights rounded
     to [-weight_max, weight_max]; `samples`: each a list of the model's inputs in order;
     `fp32_means`: each anchor's fp32 output mean per channel on the same samples."""
-    from .quantize import save_table, with_observers
+    from .quantize import fake_quantize_options, save_table, with_observers
 
     with tempfile.TemporaryDirectory(prefix="tilecc-bias-") as tmp:
         path = Path(tmp) / "table.json"
         save_table(table, path)
-        per_channel = "true" if table.get("per_channel_weights", True) else "false"
-        options = f"table={path} per-channel={per_channel} weight-max={weight_max}"
+        options = fake_quantize_options(path, table, weight_max)
         fake = run_pipeline(prepared, f"fake-quantize{{{options} bias-correction=false}}")
     shifted, keys = _with_shift_inputs(fake)
     anchors = anchor_outputs(fake)

@@ -20,7 +20,7 @@ import numpy as np
 import tvm
 from tvm import relax
 
-from tilecc.passes.fake_quantize import anchor_key, is_anchor
+from tilecc.passes.fake_quantize import anchors
 from tilecc.targets import get_target
 
 from .bias_correction import anchor_outputs, measure_output_shifts, output_axis
@@ -54,13 +54,7 @@ def quantizable(mod: tvm.IRModule) -> list[tuple[str, relax.Var]]:
     """(key, activation input) of every conv2d / matmul with constant weights, in binding
     order; the key `conv2d:<k>` / `matmul:<k>` counts such ops (Relax names repeat after the
     graph passes, so they cannot be keys)."""
-    points = []
-    for block in mod["main"].body.blocks:
-        for binding in block.bindings:
-            call = binding.value
-            if is_anchor(call):
-                points.append((anchor_key(call, len(points)), call.args[0]))
-    return points
+    return [(key, call.args[0]) for key, call in anchors(mod["main"])]
 
 
 def with_observers(mod: tvm.IRModule, values: list[relax.Var]) -> tvm.IRModule:
@@ -252,12 +246,15 @@ def fake_quant_pipeline(
     """The graph pipeline of a fake-quant build: the passes the table was calibrated after,
     `fake-quantize` with the table (weights rounded to [-weight_max, weight_max], as the
     target's int8 kernels take them), then `rest` (the target's pipeline)."""
-    table = read_table(table_path, imported)
-    per_channel = "true" if table.get("per_channel_weights", True) else "false"
-    options = (
-        f"table={Path(table_path).resolve()} per-channel={per_channel} weight-max={weight_max}"
-    )
+    options = fake_quantize_options(table_path, read_table(table_path, imported), weight_max)
     return f"{QUANT_PIPELINE},fake-quantize{{{options}}},{rest}"
+
+
+def fake_quantize_options(table_path: str | Path, table: dict, weight_max: int) -> str:
+    """The `fake-quantize` options for `table` (read from `table_path`), weights rounded to
+    [-weight_max, weight_max]."""
+    per_channel = "true" if table.get("per_channel_weights", True) else "false"
+    return f"table={Path(table_path).resolve()} per-channel={per_channel} weight-max={weight_max}"
 
 
 def int8_pipeline(table_path: str | Path, imported: ImportedModel, rest: str, target) -> str:

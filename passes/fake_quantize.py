@@ -82,19 +82,23 @@ def anchor_key(call: relax.Call, index: int) -> str:
     return f"{call.op.name.split('.')[-1]}:{index}"
 
 
-def quantized_inputs(func: relax.Function, activations: dict) -> dict:
-    """activation -> the table's parameters of the first anchor in `func` that takes it (the
-    values the int8 build quantizes), counting anchors in binding order as the passes do."""
-    found, count = {}, 0
+def anchors(func: relax.Function) -> list[tuple[str, relax.Call]]:
+    """(key, call) of every anchor in `func`, in binding order: the table's numbering."""
+    found = []
     for block in func.body.blocks:
         for binding in block.bindings:
-            call = binding.value
-            if not is_anchor(call):
-                continue
-            params = activations.get(anchor_key(call, count))
-            count += 1
-            if params is not None:
-                found.setdefault(call.args[0], params)
+            if is_anchor(binding.value):
+                found.append((anchor_key(binding.value, len(found)), binding.value))
+    return found
+
+
+def quantized_inputs(func: relax.Function, activations: dict) -> dict:
+    """activation -> the table's parameters of the first anchor in `func` that takes it (the
+    values the int8 build quantizes)."""
+    found = {}
+    for key, call in anchors(func):
+        if key in activations:
+            found.setdefault(call.args[0], activations[key])
     return found
 
 

@@ -2,13 +2,12 @@
 
 from __future__ import annotations
 
-from collections import Counter
-
 import numpy as np
 import tvm
 import tvm_ffi
 from tvm import relax
 
+from .bindings import use_counts
 from .registry import register_pass
 
 _AFFINE = {"relax.multiply", "relax.add", "relax.subtract"}
@@ -60,23 +59,9 @@ def _affine_step(call):
     return None
 
 
-def _uses(func) -> Counter:
-    uses: Counter = Counter()
-
-    def count(expr):
-        if isinstance(expr, relax.Var):
-            uses[expr] += 1
-
-    for block in func.body.blocks:
-        for binding in block.bindings:
-            relax.analysis.post_order_visit(binding.value, count)
-    relax.analysis.post_order_visit(func.body.body, count)
-    return uses
-
-
 def _chains(func) -> dict:
     """call -> (root var, A, B) for each chain end of two or more steps."""
-    uses = _uses(func)
+    uses = use_counts(func)
     form: dict = {}  # var -> (root, A, B, steps)
     ends: dict = {}
     for block in func.body.blocks:

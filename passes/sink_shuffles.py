@@ -6,6 +6,7 @@ import numpy as np
 import tvm
 from tvm import relax
 
+from .bindings import bound_values, use_counts
 from .registry import register_pass
 
 _SHUFFLES = ("relax.reshape", "relax.permute_dims")
@@ -47,21 +48,6 @@ class SinkShuffles:
         return _Sink(func).visit_expr(func)
 
 
-def _uses(func: relax.Function) -> dict:
-    count: dict = {}
-    for block in func.body.blocks:
-        for binding in block.bindings:
-            for var in relax.analysis.free_vars(binding.value):
-                count[var] = count.get(var, 0) + 1
-    for var in relax.analysis.free_vars(func.body.body):
-        count[var] = count.get(var, 0) + 1
-    return count
-
-
-def _bound(func: relax.Function) -> dict:
-    return {b.var: b.value for block in func.body.blocks for b in block.bindings}
-
-
 def _shape(expr) -> tuple[int, ...] | None:
     try:
         return tuple(int(d) for d in expr.ty.shape)
@@ -77,7 +63,7 @@ _MAX_CONSTANT = 1 << 16
 class _Sink(relax.PyExprMutator):
     def __init__(self, func: relax.Function):
         super().__init__()
-        self.uses, self.bound = _uses(func), _bound(func)
+        self.uses, self.bound = use_counts(func), bound_values(func)
 
     def visit_call_(self, call):
         original = call
